@@ -13,6 +13,8 @@ from pytest_benchmark.fixture import BenchmarkFixture
 
 from tradeengine import Gate
 
+NO_EXTRAS: tuple[None, None, str, bool, bool, None] = (None, None, "day", False, False, None)
+
 
 def open_gate() -> Gate:
     gate = Gate(
@@ -49,8 +51,7 @@ def test_gate_check_reject(benchmark: BenchmarkFixture) -> None:
 
 def test_check_batch_100k(benchmark: BenchmarkFixture) -> None:
     orders = [
-        (f"b{i}", "AAPL", "buy" if i % 2 else "sell", 1.0, "market")
-        + (None, None, "day", False, False, None)
+        (f"b{i}", "AAPL", "buy" if i % 2 else "sell", 1.0, "market", *NO_EXTRAS)
         for i in range(100_000)
     ]
 
