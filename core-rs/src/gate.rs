@@ -282,6 +282,25 @@ impl Gate {
         self.book.reserve(client_order_id, resting);
     }
 
+    /// Whether a client order id was accepted before (it can never be used again).
+    pub fn knows(&self, client_order_id: &str) -> bool {
+        self.seen.contains(client_order_id)
+    }
+
+    /// Undoes the accept of an order that never went further (a risk plugin refused it, or
+    /// the journal could not write it): releases its exposure, forgets its id and gives its
+    /// throttle token back. False when the order was not resting.
+    pub fn revoke(&mut self, client_order_id: &str, liquidation: bool) -> bool {
+        if !self.book.cancel(client_order_id) {
+            return false;
+        }
+        self.seen.remove(client_order_id);
+        if !liquidation {
+            self.throttle.give_back();
+        }
+        true
+    }
+
     /// Remembers a client order id (recovery) so that it can never be used again.
     pub fn remember(&mut self, client_order_id: &str) {
         self.seen.insert(client_order_id.to_owned());
@@ -402,6 +421,24 @@ mod tests {
             rule(g.check(&Order::market("b", "AAPL", Side::Buy, 1.0), 0.0)),
             None
         );
+    }
+
+    #[test]
+    fn a_revoked_order_leaves_no_trace() {
+        let mut g =
+            Gate::new(1e6, Limits::default(), Throttle::new(1, true, 0.0).unwrap()).unwrap();
+        g.on_mark("AAPL", 100.0, 0.0);
+        assert!(g
+            .check(&Order::market("a", "AAPL", Side::Buy, 1.0), 0.0)
+            .is_accept());
+        assert!(g.knows("a"));
+        assert!(g.revoke("a", false));
+        assert!(!g.knows("a"));
+        assert_eq!(g.exposure("AAPL").buy_qty, 0.0);
+        assert!(g
+            .check(&Order::market("a", "AAPL", Side::Buy, 1.0), 0.0)
+            .is_accept());
+        assert!(!g.revoke("zzz", false));
     }
 
     #[test]

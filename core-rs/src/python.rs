@@ -574,6 +574,17 @@ impl Gate {
         Ok(())
     }
 
+    /// Whether a client order id was accepted before.
+    fn knows(&self, client_order_id: &str) -> bool {
+        self.inner.knows(client_order_id)
+    }
+
+    /// Undoes an accept that went no further: exposure, id and throttle token are released.
+    #[pyo3(signature = (client_order_id, liquidation = false))]
+    fn revoke(&mut self, client_order_id: &str, liquidation: bool) -> bool {
+        self.inner.revoke(client_order_id, liquidation)
+    }
+
     /// Marks a client order id as used (recovery).
     fn remember(&mut self, client_order_id: &str) {
         self.inner.remember(client_order_id);
@@ -585,10 +596,17 @@ impl Gate {
     }
 }
 
+/// Whether a symbol is well formed: 1 to 16 of A-Z 0-9 . / -, starting with a letter.
+#[pyfunction]
+fn symbol_is_well_formed(symbol: &str) -> bool {
+    crate::order::symbol_is_well_formed(symbol)
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<Gate>()?;
+    m.add_function(wrap_pyfunction!(symbol_is_well_formed, m)?)?;
     m.add("TradeEngineError", py.get_type::<TradeEngineError>())?;
     m.add(
         "InvalidArgumentError",

@@ -80,6 +80,13 @@ impl Throttle {
         }
     }
 
+    /// Gives back a token taken for an order that was then undone (never above capacity).
+    pub fn give_back(&mut self) {
+        if self.enabled {
+            self.tokens = (self.tokens + 1.0).min(self.capacity());
+        }
+    }
+
     /// Changes the rate live. Tokens already earned are kept, up to the new capacity.
     pub fn reconfigure(&mut self, per_minute: u32, enabled: bool, now: f64) -> Result<()> {
         check_rate(per_minute)?;
@@ -126,6 +133,16 @@ mod tests {
         assert_eq!(drain(&mut t, 0.5), 0);
         assert_eq!(drain(&mut t, 1.0), 1);
         assert_eq!(drain(&mut t, 11.0), 10);
+    }
+
+    #[test]
+    fn a_token_given_back_is_usable_again_but_never_over_capacity() {
+        let mut t = Throttle::new(1, true, 0.0).unwrap();
+        t.give_back();
+        assert_eq!(t.available(0.0), 1.0);
+        assert_eq!(drain(&mut t, 0.0), 1);
+        t.give_back();
+        assert_eq!(drain(&mut t, 0.0), 1);
     }
 
     #[test]

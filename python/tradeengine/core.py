@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from tradeengine import _core
+from tradeengine._core import symbol_is_well_formed
+
+__all__ = ["EXCHANGE_TZ", "Gate", "Rejection", "symbol_is_well_formed", "trading_day"]
 
 EXCHANGE_TZ = ZoneInfo("America/New_York")
 _EPOCH_DAY = dt.date(1970, 1, 1)

@@ -1,0 +1,74 @@
+"""The plugin manager factory. Built-in plugins and installed ones (entry-point group
+`tradeengine`) are loaded by the same function, `load_plugins`, and blocked by the same list,
+TRADEENGINE_DISABLED_PLUGINS."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+import pluggy
+
+from tradeengine import hookspecs
+from tradeengine.settings import Settings
+
+PROJECT = "tradeengine"
+
+# name -> "module:attribute" of the built-in plugins. A factory attribute is called with the
+# settings (plugins with state, such as the metrics registry); a module is registered as is.
+BUILTIN_PLUGINS: dict[str, str] = {
+    "sim": "tradeengine.default_plugins.sim",
+    "audit": "tradeengine.default_plugins.audit",
+    "metrics": "tradeengine.default_plugins.metrics:MetricsObserver",
+}
+
+
+def make_plugin_manager(settings: Settings, *, entry_points: bool = True) -> pluggy.PluginManager:
+    """A new plugin manager with every hook specification and every plugin loaded."""
+    pm = pluggy.PluginManager(PROJECT)
+    pm.add_hookspecs(hookspecs)
+    for name in settings.disabled_plugins:
+        pm.set_blocked(name)
+    load_plugins(pm, settings, entry_points=entry_points)
+    pm.check_pending()
+    return pm
+
+
+def load_plugins(pm: pluggy.PluginManager, settings: Settings, *, entry_points: bool) -> None:
+    for name, target in BUILTIN_PLUGINS.items():
+        if pm.is_blocked(name) or pm.has_plugin(name):
+            continue
+        module_name, _, attribute = target.partition(":")
+        plugin: object = importlib.import_module(module_name)
+        if attribute:
+            plugin = getattr(plugin, attribute)(settings)
+        pm.register(plugin, name=name)
+    if entry_points:
+        pm.load_setuptools_entrypoints(PROJECT)
+
+
+@dataclass(frozen=True, slots=True)
+class PluginInfo:
+    name: str
+    version: str
+    origin: str
+    hooks: tuple[str, ...]
+
+
+def describe_plugins(pm: pluggy.PluginManager) -> list[PluginInfo]:
+    """Every loaded plugin with its version, hooks and origin (built-in or distribution)."""
+    from tradeengine import __version__
+
+    distributions = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
+    infos = []
+    for name, plugin in pm.list_name_plugin():
+        if plugin is None:
+            continue
+        hooks = tuple(sorted(h.name for h in pm.get_hookcallers(plugin) or []))
+        dist = distributions.get(id(plugin))
+        if dist is not None:
+            origin, version = f"entry point ({dist.project_name})", dist.version
+        else:
+            origin, version = "builtin", __version__
+        infos.append(PluginInfo(name=name, version=version, origin=origin, hooks=hooks))
+    return sorted(infos, key=lambda i: i.name)

@@ -1,0 +1,8 @@
+"""The journal. `open_store(settings)` returns the store for DATABASE_URL; `Journal` groups
+concurrent writes into transactions of at most BATCH_SIZE records."""
+
+from tradeengine.store.base import Store
+from tradeengine.store.journal import Journal
+from tradeengine.store.memory import MemoryStore
+
+__all__ = ["Journal", "MemoryStore", "Store"]
