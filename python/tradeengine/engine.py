@@ -39,6 +39,7 @@ from tradeengine.errors import (
 from tradeengine.hookspecs import RiskContext
 from tradeengine.market import SyntheticFeed, run_replay, run_synthetic
 from tradeengine.plugins import make_plugin_manager
+from tradeengine.recovery import recover
 from tradeengine.schemas import (
     AuditRecord,
     BrokerAck,
@@ -143,6 +144,7 @@ class Engine:
         self._risk_rules = bool(self.pm.hook.check_order.get_hookimpls())
         await self.store.open()
         await self.broker.start()
+        await recover(self)
         self.gate.roll_to(time.time())
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
         await self._start_feed()

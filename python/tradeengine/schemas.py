@@ -254,6 +254,16 @@ class AuditRecord(msgspec.Struct, frozen=True, tag="audit", kw_only=True):
     at: str = ""
 
 
+class TokenRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """An API token: only its SHA-256 hash is stored."""
+
+    name: str
+    role: Literal["viewer", "trader", "operator", "admin"]
+    token_hash: str
+    created_at: str
+    revoked_at: str | None = None
+
+
 Record = OrderRecord | FillRecord | RejectionRecord | KillSwitchRecord | ConfigRecord | AuditRecord
 
 # Decoders built once. Order requests accept decimal strings, as Alpaca's clients send them.

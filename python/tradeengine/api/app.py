@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from tradeengine.engine import Engine
 from tradeengine.settings import Settings, load_settings
+from tradeengine.store import open_store
 
 
 async def health(request: Request) -> JSONResponse:
@@ -24,7 +25,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        engine = Engine(settings)
+        engine = Engine(settings, store=open_store(settings))
         app.state.engine = engine
         await engine.start()
         try:

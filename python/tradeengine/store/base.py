@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from tradeengine.schemas import AuditRecord, Fill, KillSwitchRecord, Order, Record
+from tradeengine.schemas import AuditRecord, Fill, KillSwitchRecord, Order, Record, TokenRecord
 
 
 class Store(Protocol):
@@ -32,3 +32,15 @@ class Store(Protocol):
         ...
 
     async def kill_switch_history(self) -> list[KillSwitchRecord]: ...
+
+    async def save_token(self, token: TokenRecord) -> None:
+        """Stores a new token; raises ValueError when an active token has the same name."""
+        ...
+
+    async def tokens(self) -> list[TokenRecord]:
+        """Every token, revoked ones included."""
+        ...
+
+    async def revoke_token(self, name: str, at: str) -> bool:
+        """Revokes the active token of that name; False when there is none."""
+        ...

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import msgspec
+
 from tradeengine.schemas import (
     AuditRecord,
     Fill,
@@ -12,6 +14,7 @@ from tradeengine.schemas import (
     Order,
     OrderRecord,
     Record,
+    TokenRecord,
 )
 
 
@@ -23,6 +26,7 @@ class MemoryStore:
         self._fills: list[Fill] = []
         self._audit: list[AuditRecord] = []
         self._kill: list[KillSwitchRecord] = []
+        self._tokens: list[TokenRecord] = []
         self.transactions = 0
         self.fail_writes: Exception | None = None
         """Set to an exception to make every write fail (tests of fail-closed behaviour)."""
@@ -68,3 +72,18 @@ class MemoryStore:
 
     async def kill_switch_history(self) -> list[KillSwitchRecord]:
         return list(self._kill)
+
+    async def save_token(self, token: TokenRecord) -> None:
+        if any(t.name == token.name and t.revoked_at is None for t in self._tokens):
+            raise ValueError(f"a token named {token.name!r} exists already")
+        self._tokens.append(token)
+
+    async def tokens(self) -> list[TokenRecord]:
+        return list(self._tokens)
+
+    async def revoke_token(self, name: str, at: str) -> bool:
+        for i, token in enumerate(self._tokens):
+            if token.name == name and token.revoked_at is None:
+                self._tokens[i] = msgspec.structs.replace(token, revoked_at=at)
+                return True
+        return False
