@@ -214,10 +214,16 @@ class Engine:
         return {"shutting_down": True, "open_orders": len(self.open_orders)}
 
     def _notify(self, hook: str, **kwargs: Any) -> None:
-        try:
-            getattr(self.pm.hook, hook)(**kwargs)
-        except Exception:
-            log.exception("ERROR plugin hook %s raised; trading goes on", hook)
+        """Calls an observer hook on every plugin that implements it. Each plugin is called on
+        its own, so one that raises is logged and cannot keep the others (or trading) from
+        going on. Observer results are ignored, so pluggy's result collection is skipped."""
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():
+            try:
+                impl.function(*[kwargs[name] for name in impl.argnames])
+            except Exception:
+                log.exception(
+                    "ERROR plugin %s raised in %s; trading goes on", impl.plugin_name, hook
+                )
 
     async def _housekeeping(self) -> None:
         """Rolls the trading day and resolves orders left unacknowledged past ORDER_TIMEOUT."""

@@ -8,6 +8,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from tradeengine import RULES
+from tradeengine.errors import OrderRejected
 from tradeengine.hookspecs import hookimpl
 from tradeengine.schemas import Fill, KillSwitchState, Order, RejectionRecord
 from tradeengine.settings import Settings
@@ -25,6 +26,7 @@ class MetricsObserver:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[object, ...], Any] = {}
         r = self.registry
         self.submitted = Counter(
             "orders_submitted", "Orders accepted and sent to the broker.", ["side", "type"],
@@ -73,20 +75,28 @@ class MetricsObserver:
     def on_stop(self, engine: Any) -> None:
         self.broker_status.labels(broker=engine.settings.broker_name).set(0)
 
+    def _child(self, metric: Counter, *labels: str) -> Any:
+        """Label children are cached: `labels()` is a lock and a dict lookup per call."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     @hookimpl
     def on_submit(self, order: Order, latency_seconds: float) -> None:
-        self.submitted.labels(side=order.side, type=order.type).inc()
+        self._child(self.submitted, order.side, order.type).inc()
         self.latency.observe(latency_seconds)
 
     @hookimpl
     def on_fill(self, fill: Fill, order: Order) -> None:
         if order.status == "filled":
-            self.filled.labels(side=order.side, type=order.type).inc()
+            self._child(self.filled, order.side, order.type).inc()
 
     @hookimpl
     def on_risk_block(self, rejection: RejectionRecord) -> None:
-        self.risk_blocks.labels(rule=rejection.rule).inc()
-        self.rejected.labels(code=rejection.rule).inc()
+        self._child(self.risk_blocks, rejection.rule).inc()
+        self._child(self.rejected, OrderRejected.for_rule(rejection.rule, "").code).inc()
 
     @hookimpl
     def on_kill_switch(self, state: KillSwitchState) -> None:
