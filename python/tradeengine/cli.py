@@ -49,6 +49,22 @@ def _plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from tradeengine import bench
+
+    rates = tuple(float(r) for r in args.rates.split(",") if r.strip())
+    return bench.run(
+        args.kind,
+        args.orders,
+        args.json,
+        plot=args.plot,
+        rates=rates,
+        duration=args.duration,
+        connections=args.connections,
+        workers=args.workers,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tradeengine", description="Execution and risk gateway for intraday trading."
@@ -63,6 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--ssl-keyfile")
     serve.add_argument("--ssl-certfile")
     serve.set_defaults(run=_serve)
+
+    bench = commands.add_parser("bench", help="latency and throughput benchmarks")
+    bench.add_argument("kind", choices=("core", "engine", "http", "all"))
+    bench.add_argument("--orders", type=int, default=100_000, help="N for core and engine")
+    bench.add_argument("--json", action="store_true", help="one machine-readable object")
+    bench.add_argument("--plot", help="write a PNG of the HTTP latency percentiles per rate")
+    bench.add_argument("--rates", default="500,1000,2000", help="open-loop rates, orders/s")
+    bench.add_argument("--duration", type=float, default=5.0, help="seconds per rate")
+    bench.add_argument("--connections", type=int, default=32)
+    bench.add_argument("--workers", type=int, default=1, help="uvicorn workers of the server")
+    bench.set_defaults(run=_bench)
 
     plugins = commands.add_parser("plugins", help="list loaded plugins, versions and hooks")
     plugins.add_argument("--json", action="store_true")
