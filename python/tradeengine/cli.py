@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from tradeengine.settings import SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from tradeengine.store import Store
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -29,7 +33,50 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         from tradeengine.api import create_app
 
-        uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
+        app = create_app(settings, exit_process_on_shutdown=True)
+        uvicorn.run(app, **options)  # type: ignore[arg-type]
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from tradeengine.store import open_store
+
+    return asyncio.run(_token_command(args, open_store(load_settings())))
+
+
+async def _token_command(args: argparse.Namespace, store: Store) -> int:
+    from tradeengine.api.auth import create_token, revoke_token
+    from tradeengine.store import MemoryStore
+
+    if isinstance(store, MemoryStore):
+        print(
+            "warning: DATABASE_URL is not a durable store here: the token lives only as long "
+            "as this command",
+            file=sys.stderr,
+        )
+    await store.open()
+    try:
+        if args.token_command == "create":
+            try:
+                token = await create_token(store, args.name, args.role)
+            except ValueError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            print(f"created {args.role} token {args.name.strip()!r}; it is shown once, keep it:")
+            print(token)
+        elif args.token_command == "list":
+            for record in await store.tokens():
+                state = f"revoked {record.revoked_at}" if record.revoked_at else "active"
+                print(f"{record.name}\t{record.role}\tcreated {record.created_at}\t{state}")
+        elif not await revoke_token(store, args.name):
+            print(f"error: no active token named {args.name!r}", file=sys.stderr)
+            return 1
+        else:
+            print(f"revoked token {args.name!r}")
+    finally:
+        await store.close()
     return 0
 
 
@@ -90,6 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--connections", type=int, default=32)
     bench.add_argument("--workers", type=int, default=1, help="uvicorn workers of the server")
     bench.set_defaults(run=_bench)
+
+    token = commands.add_parser("token", help="manage API tokens (stored hashed)")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    create = token_commands.add_parser("create", help="make a token; printed as the last line")
+    create.add_argument("--role", required=True, choices=("viewer", "trader", "operator", "admin"))
+    create.add_argument("--name", required=True)
+    token_commands.add_parser("list", help="every token: name, role, created, revoked")
+    revoke = token_commands.add_parser("revoke", help="revoke the active token of a name")
+    revoke.add_argument("name")
+    token.set_defaults(run=_token)
 
     plugins = commands.add_parser("plugins", help="list loaded plugins, versions and hooks")
     plugins.add_argument("--json", action="store_true")
