@@ -15,7 +15,7 @@ PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml
 PLUGIN_FILES := $(shell find plugins -type f -not -path '*/__pycache__/*' -not -path '*.egg-info/*' -not -path '*/build/*' 2>/dev/null)
 PLUGINS_STAMP := $(VENV)/.plugins-stamp
 
-.PHONY: setup run test test-rust test-python lint fmt bench bench-peers clean
+.PHONY: setup tools run test test-rust test-python lint fmt bench bench-peers clean
 
 setup: $(EXT) $(PLUGINS_STAMP)
 
@@ -38,7 +38,11 @@ $(PLUGINS_STAMP): $(PLUGIN_FILES) $(EXT)
 run: setup
 	$(VENV)/bin/tradeengine serve --host $(HOST) --port $(PORT)
 
-test: setup test-rust test-python
+test: setup tools test-rust test-python
+
+# System tools the tests need, from Debian's packages when missing.
+tools:
+	bash scripts/ensure-promtool.sh
 
 test-rust:
 	cargo test --release --quiet
@@ -52,6 +56,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check python tests benches plugins
 	$(VENV)/bin/mypy
 	$(PY) -m mypy.stubtest tradeengine._core
+	$(VENV)/bin/hadolint Dockerfile
 	cargo fmt --all --check
 	cargo clippy --all-targets --all-features --quiet -- -D warnings
 
@@ -62,6 +67,7 @@ fmt: setup
 
 bench: setup
 	$(VENV)/bin/pytest benches -q --benchmark-only --benchmark-columns=min,median,mean,ops,rounds
+	$(VENV)/bin/tradeengine bench all
 
 clean:
 	rm -rf $(VENV) target $(EXT) .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks

@@ -3,14 +3,18 @@ plugin manager, so one per app)."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from tradeengine import RULES
 from tradeengine.errors import OrderRejected
 from tradeengine.hookspecs import hookimpl
-from tradeengine.schemas import Fill, KillSwitchState, Order, RejectionRecord
+from tradeengine.schemas import Fill, Order, RejectionRecord
 from tradeengine.settings import Settings
 
 # 10 us to 10 s.
@@ -50,30 +54,20 @@ class MetricsObserver:
         self.broker_status = Gauge(
             "broker_connection_status", "1 when the broker is connected.", ["broker"], registry=r
         )
-        self.kill_switch = Gauge("kill_switch_engaged", "1 while the kill switch is engaged.",
-                                 registry=r)  # fmt: skip
-        self.trading_state = Gauge(
-            "trading_state", "1 for the current trading state.", ["state"], registry=r
-        )
+        self.engine: Any = None
+        r.register(_EngineCollector(self))
         for rule in RULES:
             self.risk_blocks.labels(rule=rule)
-        self.kill_switch.set(0)
-        self._set_state("active")
-
-    def _set_state(self, state: str) -> None:
-        for s in TRADING_STATES:
-            self.trading_state.labels(state=s).set(1 if s == state else 0)
 
     @hookimpl
     def on_start(self, engine: Any) -> None:
+        self.engine = engine
         self.broker_status.labels(broker=engine.settings.broker_name).set(1)
-        engaged = engine.gate.kill_switch() is not None
-        self.kill_switch.set(1 if engaged else 0)
-        self._set_state(engine.gate.state)
 
     @hookimpl
     def on_stop(self, engine: Any) -> None:
         self.broker_status.labels(broker=engine.settings.broker_name).set(0)
+        self.engine = None
 
     def _child(self, metric: Counter, *labels: str) -> Any:
         """Label children are cached: `labels()` is a lock and a dict lookup per call."""
@@ -98,7 +92,69 @@ class MetricsObserver:
         self._child(self.risk_blocks, rejection.rule).inc()
         self._child(self.rejected, OrderRejected.for_rule(rejection.rule, "").code).inc()
 
-    @hookimpl
-    def on_kill_switch(self, state: KillSwitchState) -> None:
-        self.kill_switch.set(1 if state.engaged else 0)
-        self._set_state("halted" if state.engaged else "active")
+
+class _EngineCollector(Collector):
+    """Gauges read from the engine at scrape time: always the engine's current state (a
+    restored kill switch latch included), and no cost per order."""
+
+    def __init__(self, observer: MetricsObserver) -> None:
+        self.observer = observer
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        engine = self.observer.engine
+        if engine is None:
+            return
+        gate = engine.gate
+        account = gate.account()
+        engaged = gate.kill_switch() is not None
+        yield GaugeMetricFamily(
+            "kill_switch_engaged", "1 while the kill switch is engaged.", value=int(engaged)
+        )
+        state = GaugeMetricFamily("trading_state", "1 for the current state.", labels=["state"])
+        for name in TRADING_STATES:
+            state.add_metric([name], 1 if gate.state == name else 0)
+        yield state
+        for name, help_text, key in (
+            ("equity_usd", "Equity: cash plus realized and unrealized PnL.", "equity"),
+            ("peak_equity_usd", "Highest equity seen.", "peak_equity"),
+            ("daily_pnl_usd", "PnL since the start of the exchange's trading day.", "daily_pnl"),
+            ("realized_pnl_usd", "Realized PnL.", "realized_pnl"),
+            ("unrealized_pnl_usd", "Unrealized PnL at the latest marks.", "unrealized_pnl"),
+            ("drawdown_ratio", "Fraction below the equity peak.", "drawdown"),
+            ("portfolio_heat_ratio", "Risk of positions and resting orders over equity.", "heat"),
+        ):
+            value = float(account[key])
+            yield GaugeMetricFamily(name, help_text, value=value if math.isfinite(value) else 0)
+        limits = GaugeMetricFamily("risk_limit", "Configured risk limits.", labels=["limit"])
+        for key, value in gate.limits().items():
+            if key != "auto_kill" and math.isfinite(float(value)):
+                limits.add_metric([key], float(value))
+        yield limits
+        qty = GaugeMetricFamily("position_qty", "Signed position.", labels=["symbol"])
+        notional = GaugeMetricFamily(
+            "position_notional_usd", "Absolute notional at the mark.", labels=["symbol"]
+        )
+        exposure = GaugeMetricFamily(
+            "resting_order_qty", "Quantity of resting orders.", labels=["symbol", "side"]
+        )
+        for symbol, q, avg, _realized, _unrealized, mark in gate.positions():
+            qty.add_metric([symbol], q)
+            notional.add_metric([symbol], abs(q) * (mark if mark is not None else avg))
+            buys, sells = gate.exposure(symbol)
+            exposure.add_metric([symbol, "buy"], buys)
+            exposure.add_metric([symbol, "sell"], sells)
+        yield qty
+        yield notional
+        yield exposure
+        yield GaugeMetricFamily(
+            "throttle_tokens_available",
+            "Orders the throttle would let through now.",
+            value=gate.tokens_available(),
+        )
+        yield GaugeMetricFamily(
+            "open_orders", "Orders not yet filled, canceled or rejected.",
+            value=len(engine.open_orders),
+        )  # fmt: skip
