@@ -148,3 +148,20 @@ def test_a_plugin_broker_is_used_in_live_mode_and_names_must_be_unique() -> None
             await Engine(live, twice, MemoryStore()).start()
 
     asyncio.run(main())
+
+
+def test_a_plugin_that_fails_to_load_stops_the_start_naming_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.metadata
+
+    from tradeengine.plugins import PluginLoadError
+
+    broken = importlib.metadata.EntryPoint(
+        name="broken", value="no_such_module_for_tradeengine", group="tradeengine"
+    )
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [broken])
+    with pytest.raises(PluginLoadError, match="TRADEENGINE_DISABLED_PLUGINS=broken"):
+        make_plugin_manager(settings())
+    pm = make_plugin_manager(settings(TRADEENGINE_DISABLED_PLUGINS="broken"))
+    assert not pm.has_plugin("broken")

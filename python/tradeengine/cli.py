@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from tradeengine.plugins import PluginLoadError
 from tradeengine.settings import SettingsError, load_settings
 
 if TYPE_CHECKING:
@@ -21,6 +22,8 @@ def _serve(args: argparse.Namespace) -> int:
         "host": args.host,
         "port": args.port,
         "log_level": settings.log_level.lower(),
+        # The app's configure_logging writes uvicorn's lines too, to stderr and LOG_FILE.
+        "log_config": None,
     }
     if args.ssl_keyfile or args.ssl_certfile:
         if not (args.ssl_keyfile and args.ssl_certfile):
@@ -112,6 +115,34 @@ def _bench(args: argparse.Namespace) -> int:
     )
 
 
+def _kill_switch(args: argparse.Namespace) -> int:
+    import asyncio
+    import getpass
+
+    from tradeengine.settings import redact_url
+    from tradeengine.store import StoreError, open_store
+    from tradeengine.store.kill_switch import kill_switch_command
+
+    settings = load_settings()
+
+    async def run() -> tuple[int, str]:
+        store = open_store(settings)
+        await store.open()
+        try:
+            actor = args.actor or f"cli:{getpass.getuser()}"
+            return await kill_switch_command(store, args.action, actor, args.reason)
+        finally:
+            await store.close()
+
+    print(f"journal: {redact_url(settings.database_url)}")
+    try:
+        code, text = asyncio.run(run())
+    except StoreError as exc:
+        code, text = 1, f"error: {exc}"
+    print(text, file=sys.stderr if code else sys.stdout)
+    return code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tradeengine", description="Execution and risk gateway for intraday trading."
@@ -148,6 +179,16 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("name")
     token.set_defaults(run=_token)
 
+    kill = commands.add_parser(
+        "kill-switch",
+        help="show, engage or reset the kill switch in the database (works with the API down; "
+        "a running server follows within a second)",
+    )
+    kill.add_argument("action", choices=("status", "engage", "reset"))
+    kill.add_argument("--reason", default="", help="why (required to reset)")
+    kill.add_argument("--actor", default="", help="who (default: cli:<login name>)")
+    kill.set_defaults(run=_kill_switch)
+
     plugins = commands.add_parser("plugins", help="list loaded plugins, versions and hooks")
     plugins.add_argument("--json", action="store_true")
     plugins.set_defaults(run=_plugins)
@@ -158,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result: int = args.run(args)
-    except SettingsError as exc:
+    except (SettingsError, PluginLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return result
