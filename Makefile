@@ -69,5 +69,10 @@ bench: setup
 	$(VENV)/bin/pytest benches -q --benchmark-only --benchmark-columns=min,median,mean,ops,rounds
 	$(VENV)/bin/tradeengine bench all
 
+# NautilusTrader side by side with tradeengine, in one process run (installs the bench-peers extra).
+bench-peers: setup
+	$(PIP) install -q 'nautilus_trader==1.221.0'
+	$(PY) benches/peers/nautilus.py --orders 20000
+
 clean:
 	rm -rf $(VENV) target $(EXT) .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks

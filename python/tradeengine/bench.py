@@ -159,7 +159,9 @@ def _engine_settings(database_url: str) -> Any:
     )
 
 
-async def _engine_run(orders: int, journal: str) -> dict[str, Any]:
+async def _engine_run(orders: int, journal: str, concurrency: int = 1) -> dict[str, Any]:
+    """`orders` market orders through a started engine, `concurrency` submitters at a time
+    (1: one order after another, each latency alone; more: the journal groups their writes)."""
     from tradeengine.engine import Engine
     from tradeengine.schemas import OrderRequest
     from tradeengine.store import MemoryStore, open_store
@@ -175,29 +177,37 @@ async def _engine_run(orders: int, journal: str) -> dict[str, Any]:
             for i in range(orders)
         ]
         clock = time.perf_counter_ns
-        samples = []
+        samples: list[float] = []
+
+        async def submitter(mine: list[OrderRequest]) -> None:
+            for request in mine:
+                t0 = clock()
+                await engine.submit(request)
+                samples.append(clock() - t0)
+
         started = time.perf_counter()
-        for request in requests:
-            t0 = clock()
-            await engine.submit(request)
-            samples.append(clock() - t0)
+        await asyncio.gather(*(submitter(requests[i::concurrency]) for i in range(concurrency)))
         elapsed = time.perf_counter() - started
         await engine.stop()
     return {
         "journal": journal,
         "store": type(store).__name__,
+        "concurrency": concurrency,
         "orders_per_s": orders / elapsed,
         "latency_us": {k: v / 1000 for k, v in percentiles(samples).items()},
     }
 
 
-def bench_engine(orders: int) -> dict[str, Any]:
+def bench_engine(orders: int, concurrency: int = 64) -> dict[str, Any]:
     """In process, end to end: submit -> gate -> simulated fill -> book -> journal."""
     return {
         "orders": orders,
-        "flow": "market order, sim broker fills at the mark, one order at a time",
-        "with_journal": asyncio.run(_engine_run(orders, "sqlite")),
-        "without_journal": asyncio.run(_engine_run(orders, "none")),
+        "flow": "market orders, the sim broker fills each at the mark",
+        "runs": [
+            asyncio.run(_engine_run(orders, journal, c))
+            for journal in ("sqlite", "none")
+            for c in (1, concurrency)
+        ],
     }
 
 
@@ -220,12 +230,13 @@ def _print_core(r: dict[str, Any]) -> None:
 
 def _print_engine(r: dict[str, Any]) -> None:
     print(f"engine: in process, N={r['orders']}; {r['flow']}")
-    print(f"  {'':28} {'orders/s':>10} {'p50 us':>9} {'p99 us':>9}")
-    for key in ("with_journal", "without_journal"):
-        x = r[key]
-        name = f"{key.replace('_', ' ')} ({x['store']})"
+    print(f"  {'journal':24} {'submitters':>10} {'orders/s':>10} {'p50 us':>9} {'p99 us':>9}")
+    for x in r["runs"]:
         lat = x["latency_us"]
-        print(f"  {name:28} {x['orders_per_s']:>10,.0f} {lat['p50']:>9.1f} {lat['p99']:>9.1f}")
+        print(
+            f"  {x['store']:24} {x['concurrency']:>10} {x['orders_per_s']:>10,.0f} "
+            f"{lat['p50']:>9.1f} {lat['p99']:>9.1f}"
+        )
 
 
 def run(kind: str, orders: int, as_json: bool, plot: str | None = None, **http: Any) -> int:

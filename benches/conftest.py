@@ -1,8 +1,0 @@
-"""Benchmarks reuse the test suite's reference model."""
-
-from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
