@@ -20,7 +20,8 @@ import msgspec
 from tradeengine.settings import Settings
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
-# uvicorn's loggers do not propagate to the root logger: the file handler is added to them too.
+# uvicorn's loggers, once uvicorn configured them (`uvicorn tradeengine.main:app`), do not
+# propagate to the root logger: then the file handler is added to them too.
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.access")
 _MARK = "_tradeengine_handler"
 
@@ -76,5 +77,6 @@ def configure_logging(settings: Settings) -> Path:
     for name in UVICORN_LOGGERS:
         logger = logging.getLogger(name)
         _remove_ours(logger)
-        logger.addHandler(_mark(file_handler))
+        if not logger.propagate:
+            logger.addHandler(_mark(file_handler))
     return path

@@ -14,6 +14,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 import msgspec
+import pluggy
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -72,15 +73,17 @@ def create_app(
     settings: Settings | None = None,
     *,
     store_factory: Callable[[], Store] | None = None,
+    plugin_manager: pluggy.PluginManager | None = None,
     exit_process_on_shutdown: bool = False,
 ) -> Starlette:
     """The API app. `store_factory` makes the journal (default: `open_store(settings)`);
-    `exit_process_on_shutdown` lets `POST /api/admin/shutdown` stop the server process (set by
-    `tradeengine.main` and `tradeengine serve`, not by tests that embed the app)."""
+    `plugin_manager` defaults to `make_plugin_manager(settings)`; `exit_process_on_shutdown`
+    lets `POST /api/admin/shutdown` stop the server process (set by `tradeengine.main` and
+    `tradeengine serve`, not by tests that embed the app)."""
     settings = settings or load_settings()
     configure_logging(settings)
     make_store = store_factory or functools.partial(open_store, settings)
-    plugin_manager = make_plugin_manager(settings)
+    plugin_manager = plugin_manager or make_plugin_manager(settings)
     table = endpoints(settings.metrics_enabled)
     control = ServerControl(exit_process_on_shutdown)
 
