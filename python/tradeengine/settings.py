@@ -52,6 +52,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     alpaca_secret_key: str = ""
     alpaca_base_url: str = ""
     alpaca_stream_url: str = ""
+    alpaca_suspend_on_kill: bool = True
+    alpaca_http_timeout: float = 10.0
+    alpaca_max_requests_per_minute: int = 200
+    alpaca_backoff_min: float = 1.0
+    alpaca_backoff_max: float = 30.0
+    alpaca_poll_interval: float = 2.0
+    alpaca_reconcile_interval: float = 60.0
 
     max_workers: int = 4
     batch_size: int = 100
@@ -212,6 +219,13 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object], _Check]] = {
     "ALPACA_SECRET_KEY": ("alpaca_secret_key", _text, _none),
     "ALPACA_BASE_URL": ("alpaca_base_url", _text, _none),
     "ALPACA_STREAM_URL": ("alpaca_stream_url", _text, _none),
+    "ALPACA_SUSPEND_ON_KILL": ("alpaca_suspend_on_kill", _bool, _none),
+    "ALPACA_HTTP_TIMEOUT": ("alpaca_http_timeout", _float, _positive),
+    "ALPACA_MAX_REQUESTS_PER_MINUTE": ("alpaca_max_requests_per_minute", _int, _positive),
+    "ALPACA_BACKOFF_MIN": ("alpaca_backoff_min", _float, _positive),
+    "ALPACA_BACKOFF_MAX": ("alpaca_backoff_max", _float, _positive),
+    "ALPACA_POLL_INTERVAL": ("alpaca_poll_interval", _float, _positive),
+    "ALPACA_RECONCILE_INTERVAL": ("alpaca_reconcile_interval", _float, _positive),
     "MAX_WORKERS": ("max_workers", _int, _positive),
     "BATCH_SIZE": ("batch_size", _int, _positive),
     "CACHE_SIZE": ("cache_size", _int, _positive),
