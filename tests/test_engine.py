@@ -388,7 +388,8 @@ def test_duplicate_and_late_broker_events_are_applied_once() -> None:
         await engine.set_marks({"AAPL": 100.0})
         order, _ = await engine.submit(buy(2))
         await engine.on_broker_event(BrokerAck(order.client_order_id, "x", "new"))
-        await engine.on_broker_event(BrokerFill(order.client_order_id, "sim-1", 2, 100.0))
+        [fill] = await engine.store.fills()
+        await engine.on_broker_event(BrokerFill(order.client_order_id, fill.exec_id, 2, 100.0))
         await engine.on_broker_event(BrokerCanceled(order.client_order_id, "late"))
         assert engine.positions()[0].qty == 2
         store = engine.store

@@ -39,7 +39,7 @@ from tradeengine.errors import (
 from tradeengine.hookspecs import RiskContext
 from tradeengine.market import SyntheticFeed, run_replay, run_synthetic
 from tradeengine.plugins import make_plugin_manager
-from tradeengine.recovery import recover
+from tradeengine.recovery import follow_journal, recover
 from tradeengine.schemas import (
     AuditRecord,
     BrokerAck,
@@ -147,6 +147,7 @@ class Engine:
         await recover(self)
         self.gate.roll_to(time.time())
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
+        self._tasks.append(asyncio.create_task(follow_journal(self), name="journal-follower"))
         await self._start_feed()
         self.accepting = True
         self._notify("on_start", engine=self)

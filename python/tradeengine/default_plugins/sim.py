@@ -105,7 +105,7 @@ class SimBroker:
             await self.context.emit(
                 BrokerFill(
                     order.client_order_id,
-                    exec_id=f"sim-{next(self._exec_ids)}",
+                    exec_id=f"sim-{order.id}-{next(self._exec_ids)}",
                     qty=qty,
                     price=price,
                     at=utc_now(),

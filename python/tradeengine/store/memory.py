@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Sequence
 
 import msgspec
 
 from tradeengine.schemas import (
     AuditRecord,
+    ConfigRecord,
     Fill,
     FillRecord,
     KillSwitchRecord,
@@ -16,6 +19,9 @@ from tradeengine.schemas import (
     Record,
     TokenRecord,
 )
+from tradeengine.store.base import AccountSnapshot, JournalState, KillSwitchChange
+
+POLL_INTERVAL = 0.2
 
 
 class MemoryStore:
@@ -24,8 +30,11 @@ class MemoryStore:
         self._orders: dict[str, Order] = {}
         self._by_client_id: dict[str, str] = {}
         self._fills: list[Fill] = []
+        self._exec_ids: set[str] = set()
         self._audit: list[AuditRecord] = []
         self._kill: list[KillSwitchRecord] = []
+        self._config: list[ConfigRecord] = []
+        self._account: AccountSnapshot | None = None
         self._tokens: list[TokenRecord] = []
         self.transactions = 0
         self.fail_writes: Exception | None = None
@@ -48,11 +57,15 @@ class MemoryStore:
                 self._orders[order.id] = order
                 self._by_client_id[order.client_order_id] = order.id
             elif isinstance(record, FillRecord):
-                self._fills.append(record.fill)
+                if record.fill.exec_id not in self._exec_ids:
+                    self._exec_ids.add(record.fill.exec_id)
+                    self._fills.append(record.fill)
             elif isinstance(record, AuditRecord):
                 self._audit.append(record)
             elif isinstance(record, KillSwitchRecord):
                 self._kill.append(record)
+            elif isinstance(record, ConfigRecord):
+                self._config.append(record)
 
     async def get_order(self, order_id: str) -> Order | None:
         return self._orders.get(order_id)
@@ -63,6 +76,11 @@ class MemoryStore:
 
     async def orders(self) -> list[Order]:
         return list(self._orders.values())
+
+    async def order_history(self, order_id: str) -> list[Order]:
+        return [
+            r.order for r in self.records if isinstance(r, OrderRecord) and r.order.id == order_id
+        ]
 
     async def fills(self) -> list[Fill]:
         return list(self._fills)
@@ -87,3 +105,26 @@ class MemoryStore:
                 self._tokens[i] = msgspec.structs.replace(token, revoked_at=at)
                 return True
         return False
+
+    async def load(self) -> JournalState:
+        orders = list(self._orders.values())
+        return JournalState(
+            orders_to_restore=[o for o in orders if o.is_open or o.stop_loss is not None],
+            client_order_ids=[o.client_order_id for o in orders],
+            fills=[
+                (f.client_order_id, f.symbol, f.side, f.qty, f.price, f.fee) for f in self._fills
+            ],
+            exec_ids=[f.exec_id for f in self._fills],
+            kill_switch=list(self._kill),
+            config=list(self._config),
+            account=self._account,
+        )
+
+    async def save_account(self, account: AccountSnapshot) -> None:
+        self._account = account
+
+    async def kill_switch_changes(self, after: int, timeout: float) -> list[KillSwitchChange]:
+        deadline = time.monotonic() + timeout
+        while len(self._kill) <= after and time.monotonic() < deadline:
+            await asyncio.sleep(min(POLL_INTERVAL, deadline - time.monotonic()))
+        return [(seq, r) for seq, r in enumerate(self._kill, start=1) if seq > after]
