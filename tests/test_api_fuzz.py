@@ -125,7 +125,7 @@ prices = st.one_of(st.floats(50, 600), st.floats(50, 600), numbers)
 maybe_price = st.one_of(st.none(), prices)
 
 
-@settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(
     marks=st.dictionaries(st.sampled_from(["AAPL", "MSFT", "SPY"]), prices, max_size=2),
     order=st.fixed_dictionaries(
