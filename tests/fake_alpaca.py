@@ -39,9 +39,28 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 API_KEY = "PKFAKE0123456789ABCD"
 SECRET_KEY = "fake-secret-0123456789abcdefghijklmnopqrstuv"
 
+FAST = {
+    "ALPACA_HTTP_TIMEOUT": "0.5",
+    "ALPACA_BACKOFF_MIN": "0.05",
+    "ALPACA_BACKOFF_MAX": "0.2",
+    "ALPACA_POLL_INTERVAL": "0.1",
+    "ALPACA_RECONCILE_INTERVAL": "60",
+    "ORDER_TIMEOUT": "1",
+}
+"""Settings that keep the tests short: timeouts, backoffs and polls of a fraction of a second
+(reconciliation runs at start, after reconnects, and when a test asks)."""
+
 OPEN_STATUSES = frozenset(
     {"new", "accepted", "pending_new", "partially_filled", "pending_cancel", "held"}
 )
+
+
+async def eventually(condition: Callable[[], object], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
 
 
 def now_iso() -> str:

@@ -24,7 +24,7 @@ from tradeengine_alpaca.ledger import Ledger, Snapshot, TradeUpdate
 from tradeengine_alpaca.rest import RateLimiter, rest_base_url, stream_url
 from tradeengine_alpaca.stream import AUTH_FAILED
 
-from fake_alpaca import API_KEY, SECRET_KEY, FakeAlpaca
+from fake_alpaca import API_KEY, FAST, SECRET_KEY, FakeAlpaca, eventually
 from tradeengine.broker import BrokerContext
 from tradeengine.errors import EngineError
 from tradeengine.schemas import (
@@ -39,15 +39,6 @@ from tradeengine.schemas import (
 from tradeengine.settings import Settings, load_settings
 
 T = TypeVar("T")
-
-FAST = {
-    "ALPACA_HTTP_TIMEOUT": "0.5",
-    "ALPACA_BACKOFF_MIN": "0.05",
-    "ALPACA_BACKOFF_MAX": "0.2",
-    "ALPACA_POLL_INTERVAL": "0.1",
-    "ALPACA_RECONCILE_INTERVAL": "60",
-    "ORDER_TIMEOUT": "1",
-}
 
 
 def alpaca_settings(fake: FakeAlpaca, **env: str) -> Settings:
@@ -147,14 +138,6 @@ class Harness:
     async def submit(self, o: Order) -> None:
         self.view.orders[o.client_order_id] = o
         await self.broker.submit(o)
-
-
-async def eventually(condition: Callable[[], object], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture

@@ -257,7 +257,7 @@ class AlpacaBroker:
         tracked.liquidation = order.liquidation
         tracked.in_flight = True
         try:
-            if order.liquidation and self.suspend_trade["set"]:
+            if order.liquidation and (self.suspend_trade["set"] or self.suspend_trade["wanted"]):
                 placed = await self._place_while_suspended(order)
             else:
                 placed = await self._place(order)

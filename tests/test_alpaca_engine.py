@@ -1,0 +1,273 @@
+"""The Alpaca broker through the engine: EXECUTION_MODE=live, BROKER=alpaca, the plugin found
+by its entry point, alpaca-py's real clients against the fake Alpaca (tests/fake_alpaca.py).
+
+Submit, fills from the stream, positions, cancel all, the kill switch mirrored as
+`suspend_trade`, liquidation while halted, reset, reconciliation after a forced mismatch, a
+dropped stream, and a restart of tradeengine while orders are open at Alpaca.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
+
+import pytest
+from tradeengine_alpaca import AlpacaBroker
+
+from fake_alpaca import API_KEY, FAST, SECRET_KEY, FakeAlpaca, eventually
+from tradeengine.engine import Engine
+from tradeengine.errors import OrderRejected
+from tradeengine.schemas import AuditRecord, Order, OrderRequest
+from tradeengine.settings import Settings, load_settings
+from tradeengine.store import MemoryStore
+
+T = TypeVar("T")
+
+
+def live_settings(fake: FakeAlpaca, **env: str) -> Settings:
+    return load_settings(
+        {
+            "EXECUTION_MODE": "live",
+            "BROKER": "alpaca",
+            "TRADING_MODE": "paper",
+            "ALPACA_API_KEY": API_KEY,
+            "ALPACA_SECRET_KEY": SECRET_KEY,
+            "ALPACA_BASE_URL": fake.base_url,
+            "ALPACA_STREAM_URL": fake.stream_url,
+            "SYNTHETIC_FEED": "false",
+            "MAX_ORDERS_PER_MINUTE": "600",
+            "MAX_POSITION_SIZE": "1000000",
+            "PORTFOLIO_HEAT_LIMIT": "5",
+            **FAST,
+            **env,
+        },
+        dotenv=None,
+    )
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeAlpaca]:
+    with FakeAlpaca() as server:
+        server.set_price("AAPL", 100.0)
+        server.set_price("MSFT", 400.0)
+        yield server
+
+
+def broker_of(engine: Engine) -> AlpacaBroker:
+    assert isinstance(engine.broker, AlpacaBroker)
+    return engine.broker
+
+
+async def started(settings: Settings, store: MemoryStore) -> Engine:
+    engine = Engine(settings, store=store)
+    await engine.start()
+    await engine.set_marks({"AAPL": 100.0, "MSFT": 400.0}, actor="system")
+    broker = broker_of(engine)
+    await eventually(lambda: broker.ready.is_set() and broker.connected)
+    return engine
+
+
+@pytest.fixture
+def run(fake: FakeAlpaca) -> Callable[..., Any]:
+    def runner(test: Callable[[Engine], Coroutine[Any, Any, T]], **env: str) -> T:
+        async def main() -> T:
+            engine = await started(live_settings(fake, **env), MemoryStore())
+            try:
+                return await test(engine)
+            finally:
+                await engine.stop()
+
+        return asyncio.run(main())
+
+    return runner
+
+
+def buy(qty: float = 10, symbol: str = "AAPL", **kw: Any) -> OrderRequest:
+    return OrderRequest(symbol=symbol, side="buy", qty=qty, **kw)
+
+
+def status_of(engine: Engine, order: Order) -> str:
+    current = engine.open_orders.get(order.id) or engine.finished.get(order.id)
+    assert current is not None
+    return current.status
+
+
+def connection_gauge(engine: Engine) -> float | None:
+    metrics = engine.pm.get_plugin("metrics")
+    assert metrics is not None
+    value: float | None = metrics.registry.get_sample_value(
+        "broker_connection_status", {"broker": "alpaca"}
+    )
+    return value
+
+
+def test_an_order_is_filled_from_the_stream_and_booked(
+    fake: FakeAlpaca, run: Callable[..., Any]
+) -> None:
+    async def test(engine: Engine) -> None:
+        order, created = await engine.submit(buy(10, client_order_id="strategy-1"))
+        assert created and fake.order("strategy-1")["qty"] == "10"
+        await eventually(lambda: status_of(engine, order) == "filled")
+        filled = engine.finished[order.id]
+        assert filled.broker_order_id == fake.order("strategy-1")["id"]
+        assert (filled.filled_qty, filled.filled_avg_price) == (10, 100.0)
+        [position] = engine.positions()
+        assert (position.symbol, position.qty) == ("AAPL", 10)
+        assert fake.position_qty("AAPL") == 10
+        health = broker_of(engine).health()
+        assert health["connected"] and health["reconciliation"]["state"] == "ok"
+        assert connection_gauge(engine) == 1
+        assert (await engine.broker.test_connection())["ok"]  # type: ignore[union-attr]
+
+    run(test)
+
+
+def test_partial_fills_then_cancel_keep_what_was_filled(
+    fake: FakeAlpaca, run: Callable[..., Any]
+) -> None:
+    async def test(engine: Engine) -> None:
+        order, _ = await engine.submit(buy(10, type="limit", limit_price=99.0))
+        await eventually(lambda: status_of(engine, order) == "new")
+        fake.fill(order.client_order_id, 4, 99.0)
+        fake.send(fake.events[-1])  # the same execution again
+        await eventually(lambda: status_of(engine, order) == "partially_filled")
+        await engine.cancel(order.id, "trader")
+        await eventually(lambda: status_of(engine, order) == "canceled")
+        assert engine.finished[order.id].filled_qty == 4
+        assert engine.positions()[0].qty == 4 == fake.position_qty("AAPL")
+
+    run(test)
+
+
+def test_cancel_all_cancels_at_alpaca(fake: FakeAlpaca, run: Callable[..., Any]) -> None:
+    async def test(engine: Engine) -> None:
+        one, _ = await engine.submit(buy(5, type="limit", limit_price=90.0))
+        two, _ = await engine.submit(buy(5, "MSFT", type="limit", limit_price=390.0))
+        assert len(fake.open_orders()) == 2
+        canceled = await engine.cancel_all("ops")
+        assert sorted(canceled) == sorted([one.id, two.id])
+        await eventually(lambda: not engine.open_orders)
+        assert fake.open_orders() == []
+        assert status_of(engine, one) == status_of(engine, two) == "canceled"
+
+    run(test)
+
+
+def test_kill_switch_suspends_trading_at_alpaca_liquidation_still_works_reset_clears(
+    fake: FakeAlpaca, run: Callable[..., Any]
+) -> None:
+    async def test(engine: Engine) -> None:
+        broker = broker_of(engine)
+        filled, _ = await engine.submit(buy(10))
+        await eventually(lambda: engine.positions())
+        resting, _ = await engine.submit(buy(5, "MSFT", type="limit", limit_price=390.0))
+        foreign = fake.add_foreign_order("TSLA", 1, 100.0)
+
+        await engine.engage_kill_switch("ops", "runaway strategy")
+        await broker.settle()
+        assert fake.configuration["suspend_trade"] is True
+        await eventually(lambda: status_of(engine, resting) == "canceled")
+        assert fake.order(foreign["client_order_id"])["status"] == "canceled"
+        with pytest.raises(OrderRejected) as refused:
+            await engine.submit(buy(1))
+        assert refused.value.code == "kill_switch_engaged"
+
+        [liquidation] = await engine.liquidate_all("ops", "flatten")
+        await eventually(lambda: status_of(engine, liquidation) == "filled")
+        assert fake.position_qty("AAPL") == 0 and engine.positions() == []
+        assert fake.configuration["suspend_trade"] is True  # back on after the liquidation
+
+        await engine.reset_kill_switch("admin", "strategy fixed")
+        await broker.settle()
+        assert fake.configuration["suspend_trade"] is False
+        again, _ = await engine.submit(buy(1))
+        await eventually(lambda: status_of(engine, again) == "filled")
+        assert filled.client_order_id != again.client_order_id
+
+    run(test)
+
+
+def test_a_forced_mismatch_is_journaled_shown_and_halts_trading(
+    fake: FakeAlpaca, run: Callable[..., Any]
+) -> None:
+    async def test(engine: Engine) -> None:
+        broker = broker_of(engine)
+        fake.add_foreign_position("NVDA", 7, 120.0)
+        await broker.reconcile("test")
+        state = broker.health()["reconciliation"]
+        assert state["state"] == "mismatch" and state["halted"]
+        assert state["differences"][0]["symbol"] == "NVDA"
+        kill = engine.kill_switch_state()
+        assert kill.engaged and kill.actor == "alpaca" and "NVDA" in (kill.reason or "")
+        await broker.settle()
+        assert fake.configuration["suspend_trade"] is True
+        audits = [r for r in engine.store.records if isinstance(r, AuditRecord)]  # type: ignore[attr-defined]
+        assert any(a.action == "reconciliation_mismatch" and a.actor == "alpaca" for a in audits)
+
+    run(test)
+
+
+def test_a_dropped_stream_is_polled_then_reconnected_and_reconciled(
+    fake: FakeAlpaca, run: Callable[..., Any]
+) -> None:
+    async def test(engine: Engine) -> None:
+        broker = broker_of(engine)
+        order, _ = await engine.submit(buy(10, type="limit", limit_price=99.0))
+        await eventually(lambda: status_of(engine, order) == "new")
+        fake.accept_streams = False
+        fake.drop_streams()
+        await eventually(lambda: connection_gauge(engine) == 0)
+        fake.fill(order.client_order_id, 10, 98.0)  # while nobody listens
+        await eventually(lambda: status_of(engine, order) == "filled")
+        assert engine.finished[order.id].filled_avg_price == 98.0
+        fake.accept_streams = True
+        await eventually(lambda: connection_gauge(engine) == 1)
+        await broker.settle()
+        assert broker.health()["reconciliation"]["reason"] == "reconnect"
+        assert broker.health()["reconciliation"]["state"] == "ok"
+        assert not engine.kill_switch_state().engaged
+
+    run(test)
+
+
+def test_a_restart_while_orders_are_open_books_what_happened_meanwhile(
+    fake: FakeAlpaca,
+) -> None:
+    async def main() -> None:
+        store = MemoryStore()
+        settings = live_settings(fake, SHUTDOWN_CANCEL_ORDERS="false")
+        first = await started(settings, store)
+        order, _ = await first.submit(buy(10, type="limit", limit_price=99.0))
+        await eventually(lambda: status_of(first, order) == "new")
+        fake.fill(order.client_order_id, 4, 99.0)
+        await eventually(lambda: status_of(first, order) == "partially_filled")
+        await first.stop()
+        assert fake.open_orders()  # still working at Alpaca
+
+        fake.fill(order.client_order_id, 6, 97.0)  # while tradeengine is down
+        second = await started(settings, store)
+        try:
+            await eventually(lambda: order.id in second.finished)
+            done = second.finished[order.id]
+            assert (done.status, done.filled_qty) == ("filled", 10)
+            assert done.filled_avg_price == pytest.approx(97.8)
+            fills = [f for f in await store.fills() if f.order_id == order.id]
+            assert sum(f.qty for f in fills) == 10 and len(fills) == 2
+            assert broker_of(second).health()["reconciliation"]["state"] == "ok"
+            assert [p.qty for p in second.positions()] == [10]
+        finally:
+            await second.stop()
+
+    asyncio.run(main())
+
+
+def test_an_alpaca_that_cannot_be_reached_stops_the_start(fake: FakeAlpaca) -> None:
+    async def main() -> None:
+        settings = live_settings(fake, ALPACA_BASE_URL="http://127.0.0.1:9")
+        engine = Engine(settings, store=MemoryStore())
+        with pytest.raises(Exception, match="cannot use Alpaca"):
+            await engine.start()
+        await engine.stop()
+
+    asyncio.run(main())
