@@ -119,3 +119,17 @@ def test_orders_over_http_then_a_graceful_shutdown_keeps_the_journal(
         )
         [position] = client.get("/api/trading/positions").json()
         assert (position["symbol"], position["qty"]) == ("AAPL", 10.0)
+
+
+def test_shutdown_stops_every_worker(
+    start_server: ServerFactory, server_env: Env, tmp_path: Path
+) -> None:
+    """Under `--workers`, a worker that exited alone would be restarted by uvicorn's
+    supervisor: the shutdown stops the supervisor, and with it every worker."""
+    env = server_env(tmp_path, SYNTHETIC_FEED="false")
+    process, base = start_server(env, tmp_path, args=serve_command("--workers", "2"))
+    stop = httpx.post(f"{base}/api/admin/shutdown", json={"grace_seconds": 0.2})
+    assert stop.status_code == 202
+    assert process.wait(30) in (0, -signal.SIGTERM)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{base}/api/health")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import os
 import signal
 
@@ -14,9 +15,11 @@ log = logging.getLogger("tradeengine.api")
 
 class ServerControl:
     """After the engine's shutdown is requested, waits the grace period (reads are still
-    served, new orders are refused) and then sends SIGTERM to its own process, which uvicorn
-    answers with a graceful stop: open requests finish, then the lifespan stops the engine
-    (resting orders canceled, journal flushed, broker disconnected).
+    served, new orders are refused) and then sends SIGTERM to the server, which uvicorn answers
+    with a graceful stop: open requests finish, then the lifespan stops the engine (resting
+    orders canceled, journal flushed, broker disconnected). Under `--workers` or `--reload`
+    the signal goes to uvicorn's supervisor, which stops every worker (a worker that exits
+    alone would be restarted by it).
 
     `exit_process` is False for an app that does not own its process (tests, embedding): then
     only the engine stops taking orders."""
@@ -39,5 +42,7 @@ class ServerControl:
         if not self.exit_process:
             return
         await asyncio.sleep(self.grace_seconds)
-        log.warning("shutdown requested: stopping the server (SIGTERM to pid %s)", os.getpid())
-        os.kill(os.getpid(), signal.SIGTERM)
+        supervisor = multiprocessing.parent_process()
+        pid = supervisor.pid if supervisor is not None and supervisor.pid else os.getpid()
+        log.warning("shutdown requested: stopping the server (SIGTERM to pid %s)", pid)
+        os.kill(pid, signal.SIGTERM)
