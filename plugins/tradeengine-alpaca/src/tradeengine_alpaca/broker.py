@@ -91,7 +91,7 @@ def order_request(order: Order) -> AlpacaOrderRequest:
     """Our order as alpaca-py's request, with our client_order_id (the idempotency key)."""
     common: dict[str, Any] = {
         "symbol": order.symbol,
-        "qty": order.remaining_qty if order.filled_qty else order.qty,
+        "qty": order.qty,
         "side": OrderSide(order.side),
         "time_in_force": TimeInForce(order.time_in_force),
         "client_order_id": order.client_order_id,
@@ -156,6 +156,7 @@ class AlpacaBroker:
         self._pending: set[asyncio.Task[Any]] = set()
         self._cancel_after_submit: set[str] = set()
         self._published: bool | None = None
+        self._last_mismatch = ""
         self._stopped = False
 
     # ---- life cycle -------------------------------------------------------------------
@@ -456,6 +457,8 @@ class AlpacaBroker:
         while True:
             await asyncio.sleep(interval)
             try:
+                if not self.rest.reachable:
+                    await self.rest.clock()  # is Alpaca back?
                 await self.poll()
                 wanted = self.suspend_trade["wanted"]
                 if wanted is not None and wanted != self.suspend_trade["set"]:
@@ -536,22 +539,24 @@ class AlpacaBroker:
                 at=utc_now(),
                 error=None,
                 differences=unresolved,
+                halted=bool(unresolved),
                 resolved=len(resolved) + state.get("resolved", 0),
                 last_resolved=resolved or state.get("last_resolved", []),
             )
             for difference in resolved:
                 log.warning("RECONCILE resolved (%s): %s", reason, difference["detail"])
                 await self.view.record("reconciliation_resolved", difference["detail"], difference)
-            if unresolved:
-                detail = "; ".join(d["detail"] for d in unresolved)
+            detail = "; ".join(d["detail"] for d in unresolved)
+            if unresolved and detail != self._last_mismatch:
+                # Journaled once per distinct finding, not on every periodic run.
                 log.critical("RECONCILE mismatch (%s), halting trading: %s", reason, detail)
                 for difference in unresolved:
                     await self.view.record(
                         "reconciliation_mismatch", difference["detail"], difference
                     )
-                if not self.view.halted():
-                    await self.view.halt(f"reconciliation with Alpaca failed: {detail}")
-                state["halted"] = True
+            self._last_mismatch = detail
+            if unresolved and not self.view.halted():
+                await self.view.halt(f"reconciliation with Alpaca failed: {detail}")
             return True
 
     async def _reconcile_orders(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
