@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -17,10 +18,10 @@ from tradeengine_alpaca import AlpacaBroker
 
 from fake_alpaca import API_KEY, FAST, SECRET_KEY, FakeAlpaca, eventually
 from tradeengine.engine import Engine
-from tradeengine.errors import OrderRejected
+from tradeengine.errors import OrderRejected, Unavailable
 from tradeengine.schemas import AuditRecord, Order, OrderRequest
 from tradeengine.settings import Settings, load_settings
-from tradeengine.store import MemoryStore
+from tradeengine.store import MemoryStore, Store, open_store
 
 T = TypeVar("T")
 
@@ -59,7 +60,7 @@ def broker_of(engine: Engine) -> AlpacaBroker:
     return engine.broker
 
 
-async def started(settings: Settings, store: MemoryStore) -> Engine:
+async def started(settings: Settings, store: Store) -> Engine:
     engine = Engine(settings, store=store)
     await engine.start()
     await engine.set_marks({"AAPL": 100.0, "MSFT": 400.0}, actor="system")
@@ -231,13 +232,40 @@ def test_a_dropped_stream_is_polled_then_reconnected_and_reconciled(
     run(test)
 
 
+def test_an_order_whose_submit_and_lookup_failed_is_resolved_by_id_after_order_timeout(
+    fake: FakeAlpaca, run: Callable[..., Any]
+) -> None:
+    async def test(engine: Engine) -> None:
+        fake.hold_events()  # the stream says nothing about it either
+        fake.fail("POST", "/v2/orders", 500, after=True)
+        fake.fail("GET", "/v2/orders:by_client_order_id", 500, times=3)
+        with pytest.raises(Unavailable):
+            await engine.submit(buy(10, client_order_id="lost-1"))
+        [order] = engine.open_orders.values()
+        assert order.status == "pending_new" and fake.order("lost-1")["status"] == "filled"
+        await eventually(lambda: status_of(engine, order) == "filled", timeout=5)
+        assert engine.finished[order.id].filled_qty == 10
+        assert len(fake.requested("POST", "/v2/orders")) == 1
+
+    run(test)
+
+
+@pytest.mark.parametrize("journal", ["memory", "sqlite"])
 def test_a_restart_while_orders_are_open_books_what_happened_meanwhile(
-    fake: FakeAlpaca,
+    fake: FakeAlpaca, journal: str, tmp_path: Path
 ) -> None:
     async def main() -> None:
-        store = MemoryStore()
-        settings = live_settings(fake, SHUTDOWN_CANCEL_ORDERS="false")
-        first = await started(settings, store)
+        settings = live_settings(
+            fake,
+            SHUTDOWN_CANCEL_ORDERS="false",
+            DATABASE_URL=f"sqlite:///{tmp_path / 'journal.db'}",
+        )
+        memory = MemoryStore()
+
+        def store() -> Store:
+            return memory if journal == "memory" else open_store(settings)
+
+        first = await started(settings, store())
         order, _ = await first.submit(buy(10, type="limit", limit_price=99.0))
         await eventually(lambda: status_of(first, order) == "new")
         fake.fill(order.client_order_id, 4, 99.0)
@@ -246,13 +274,13 @@ def test_a_restart_while_orders_are_open_books_what_happened_meanwhile(
         assert fake.open_orders()  # still working at Alpaca
 
         fake.fill(order.client_order_id, 6, 97.0)  # while tradeengine is down
-        second = await started(settings, store)
+        second = await started(settings, store())
         try:
             await eventually(lambda: order.id in second.finished)
             done = second.finished[order.id]
             assert (done.status, done.filled_qty) == ("filled", 10)
             assert done.filled_avg_price == pytest.approx(97.8)
-            fills = [f for f in await store.fills() if f.order_id == order.id]
+            fills = [f for f in await second.store.fills() if f.order_id == order.id]
             assert sum(f.qty for f in fills) == 10 and len(fills) == 2
             assert broker_of(second).health()["reconciliation"]["state"] == "ok"
             assert [p.qty for p in second.positions()] == [10]
