@@ -4,6 +4,7 @@ endpoint an operator uses, and the one error shape for everything that goes wron
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -35,17 +36,13 @@ ClientFactory = Callable[..., TestClient]
 @pytest.fixture
 def api(make_settings: Callable[..., Settings]) -> Iterator[ClientFactory]:
     """`api(VAR=value...)`: a started app (lifespan entered) seen from a loopback client."""
-    clients: list[TestClient] = []
+    with contextlib.ExitStack() as stack:
 
-    def open_client(**variables: str) -> TestClient:
-        client = TestClient(create_app(make_settings(**variables)), client=LOOPBACK)
-        client.__enter__()
-        clients.append(client)
-        return client
+        def open_client(**variables: str) -> TestClient:
+            app = create_app(make_settings(**variables))
+            return stack.enter_context(TestClient(app, client=LOOPBACK))
 
-    yield open_client
-    for client in clients:
-        client.__exit__(None, None, None)
+        yield open_client
 
 
 @pytest.fixture

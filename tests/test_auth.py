@@ -170,23 +170,19 @@ def test_without_tokens_paper_mode_serves_loopback_only_as_admin(
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="tradeengine.api"):
         app = create_app(make_settings())
-        local = TestClient(app, client=LOOPBACK)
-        local.__enter__()
-    try:
-        assert "no API token configured" in caplog.text
-        assert local.post("/api/emergency/kill-switch").json()["actor"] == "local"
-        assert local.delete("/api/emergency/kill-switch?reason=x").status_code == 200
-        assert local.get("/api/audit").json()[0]["actor"] == "local"
-        ipv6 = TestClient(app, client=("::1", 50000))
-        assert ipv6.get("/api/trading/positions").status_code == 200
-        remote = TestClient(app, client=REMOTE)
-        assert remote.get("/api/health").status_code == 200
-        refused = remote.get("/api/trading/positions")
-        assert refused.status_code == 403
-        assert "only loopback clients" in refused.json()["error"]["message"]
-        assert "unauthorized GET /api/trading/positions from 203.0.113.7" in caplog.text
-    finally:
-        local.__exit__(None, None, None)
+        with TestClient(app, client=LOOPBACK) as local:
+            assert "no API token configured" in caplog.text
+            assert local.post("/api/emergency/kill-switch").json()["actor"] == "local"
+            assert local.delete("/api/emergency/kill-switch?reason=x").status_code == 200
+            assert local.get("/api/audit").json()[0]["actor"] == "local"
+            ipv6 = TestClient(app, client=("::1", 50000))
+            assert ipv6.get("/api/trading/positions").status_code == 200
+            remote = TestClient(app, client=REMOTE)
+            assert remote.get("/api/health").status_code == 200
+            refused = remote.get("/api/trading/positions")
+            assert refused.status_code == 403
+            assert "only loopback clients" in refused.json()["error"]["message"]
+    assert "unauthorized GET /api/trading/positions from 203.0.113.7" in caplog.text
 
 
 def test_with_tokens_loopback_needs_one_too(secured: TestClient) -> None:
