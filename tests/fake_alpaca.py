@@ -6,7 +6,7 @@ JSON frames, the rate-limit headers), with fault injection for the tests:
 - `fail(method, path, status, times, after=...)`: 500s (or any status), before the request is
   handled or after (the order is placed but the answer is lost);
 - `stall(method, path, seconds, times, after=...)`: a server that does not answer in time;
-- `rate_limit` / `rate_window`: Alpaca's request budget with 429s and `X-Ratelimit-*` headers;
+- `set_rate_limit(limit, window)`: Alpaca's request budget with 429s and `X-Ratelimit-*` headers;
 - `drop_streams()`, `accept_streams = False`: dropped and refused websockets;
 - `hold_events()` / `release_events(reverse=..., duplicate=...)`: out-of-order and repeated
   trade updates; `fill(...)` for (partial) fills; `omit_timestamp` for a malformed update.
@@ -229,6 +229,12 @@ class FakeAlpaca:
     ) -> None:
         with self.lock:
             self.faults.append(Fault(method, path, status, times, after, 0.0, headers or {}))
+
+    def set_rate_limit(self, limit: int, window: float) -> None:
+        """Alpaca's budget of `limit` requests per `window` seconds, starting now."""
+        with self.lock:
+            self.rate_limit, self.rate_window = limit, window
+            self._window_start, self._window_count = time.monotonic(), 0
 
     def stall(
         self, method: str, path: str, seconds: float, *, times: int = 1, after: bool = False

@@ -305,7 +305,7 @@ def test_the_rate_limit_headers_are_respected_without_a_429(
     fake: FakeAlpaca, run: Callable[..., Any]
 ) -> None:
     async def test(h: Harness) -> None:
-        fake.rate_limit, fake.rate_window = 4, 0.5
+        fake.set_rate_limit(4, 0.5)
         for _ in range(5):
             assert (await h.broker.test_connection())["ok"]
         assert fake.rate_limited == 0
