@@ -10,7 +10,10 @@ Tables, and why they look the way they do:
   order as msgspec JSON in `body`. Append-only; `seq` is numbered by the store so that
   `orders.last_seq` can point at an order's latest snapshot without a second index here.
 - `orders`: one row per order with the columns lookups and recovery filter on, and the seq
-  of its first and latest transition.
+  of its first and latest transition. Few indexes, as every one is a page more per commit
+  (ids are random, so each new order dirties a page of each of its two unique indexes; an
+  update only touches its row, among the recent ones): recovery filters the open orders by
+  a scan, which is fast over rows this small.
 - `fills`: one row per execution, unique by the broker's `exec_id` (a replayed fill is
   ignored by the database itself), as plain columns: recovery reads them straight into the
   Rust book's batch replay without decoding JSON.
@@ -25,7 +28,11 @@ from typing import Literal
 Dialect = Literal["sqlite", "postgresql"]
 
 _WORDS: dict[Dialect, dict[str, str]] = {
-    "sqlite": {"pk": "INTEGER PRIMARY KEY", "seq": "INTEGER PRIMARY KEY", "float": "REAL"},
+    "sqlite": {
+        "pk": "INTEGER PRIMARY KEY",
+        "seq": "INTEGER PRIMARY KEY",
+        "float": "REAL",
+    },
     "postgresql": {
         "pk": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
         "seq": "BIGINT PRIMARY KEY",
@@ -71,10 +78,6 @@ MIGRATIONS: tuple[Migration, ...] = (
                 first_seq BIGINT NOT NULL,
                 last_seq BIGINT NOT NULL
             )""",
-            # Recovery reads exactly these rows; the condition must match its query word
-            # for word so that SQLite uses this partial index.
-            """CREATE INDEX orders_to_restore ON orders (first_seq)
-                WHERE is_open = 1 OR stop_loss IS NOT NULL""",
             """CREATE TABLE fills (
                 seq {pk},
                 exec_id TEXT NOT NULL UNIQUE,

@@ -226,6 +226,11 @@ class SqlStore:
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         raise NotImplementedError
 
+    async def _fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """A query that may return many rows (recovery, listings): a backend may run it
+        beside the writer."""
+        return await self._fetch(sql, params)
+
     async def _transaction(self, steps: Sequence[Step]) -> list[int]:
         """Runs every step in one transaction; returns each step's row count."""
         raise NotImplementedError
@@ -261,10 +266,10 @@ class SqlStore:
         return _decode_order(rows[0][0]) if rows else None
 
     async def orders(self) -> list[Order]:
-        return [_decode_order(body) for (body,) in await self._fetch(SELECT_ORDERS)]
+        return [_decode_order(body) for (body,) in await self._fetch_all(SELECT_ORDERS)]
 
     async def order_history(self, order_id: str) -> list[Order]:
-        rows = await self._fetch(SELECT_ORDER_HISTORY, (order_id,))
+        rows = await self._fetch_all(SELECT_ORDER_HISTORY, (order_id,))
         return [_decode_order(body) for (body,) in rows]
 
     async def fills(self) -> list[Fill]:
@@ -292,7 +297,7 @@ class SqlStore:
                 fee,
                 at,
                 liquidation,
-            ) in await self._fetch(SELECT_FILLS)
+            ) in await self._fetch_all(SELECT_FILLS)
         ]
 
     async def audit(self, limit: int) -> list[AuditRecord]:
@@ -302,7 +307,7 @@ class SqlStore:
             AuditRecord(
                 actor=actor, action=action, reason=reason, detail=_decode_object(detail), at=at
             )
-            for actor, action, reason, detail, at in await self._fetch(SELECT_AUDIT, (limit,))
+            for actor, action, reason, detail, at in await self._fetch_all(SELECT_AUDIT, (limit,))
         ]
 
     async def kill_switch_history(self) -> list[KillSwitchRecord]:
@@ -345,13 +350,15 @@ class SqlStore:
         await self._transaction([(UPSERT_ACCOUNT, [(_encode(account).decode(),)])])
 
     async def load(self) -> JournalState:
-        orders = [_decode_order(body) for (body,) in await self._fetch(SELECT_ORDERS_TO_RESTORE)]
-        client_order_ids = [cid for (cid,) in await self._fetch(SELECT_CLIENT_ORDER_IDS)]
-        fills = cast(list[ReplayFill], await self._fetch(SELECT_REPLAY_FILLS))
-        exec_ids = [exec_id for (exec_id,) in await self._fetch(SELECT_EXEC_IDS)]
+        orders = [
+            _decode_order(body) for (body,) in await self._fetch_all(SELECT_ORDERS_TO_RESTORE)
+        ]
+        client_order_ids = [cid for (cid,) in await self._fetch_all(SELECT_CLIENT_ORDER_IDS)]
+        fills = cast(list[ReplayFill], await self._fetch_all(SELECT_REPLAY_FILLS))
+        exec_ids = [exec_id for (exec_id,) in await self._fetch_all(SELECT_EXEC_IDS)]
         config = [
             ConfigRecord(kind=kind, values=_decode_object(changes), actor=actor, at=at)
-            for kind, changes, actor, at in await self._fetch(SELECT_CONFIG)
+            for kind, changes, actor, at in await self._fetch_all(SELECT_CONFIG)
         ]
         account_rows = await self._fetch(SELECT_ACCOUNT)
         return JournalState(
