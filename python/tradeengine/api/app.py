@@ -27,6 +27,7 @@ from tradeengine.api.errors import exception_handlers
 from tradeengine.api.middleware import MAX_BODY_BYTES, BodyLimitMiddleware
 from tradeengine.api.openapi import build_openapi
 from tradeengine.api.routes import build_routes, endpoints
+from tradeengine.cluster import Cluster, ForwardingMiddleware
 from tradeengine.engine import Engine
 from tradeengine.logs import configure_logging
 from tradeengine.plugins import make_plugin_manager
@@ -93,6 +94,8 @@ def create_app(
     if plugin_routes:
         routes.append(Mount(PLUGIN_PREFIX, app=PluginRoutesGuard(Router(plugin_routes))))
 
+    cluster = Cluster(settings)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         tokens = await _active_tokens(make_store)
@@ -109,26 +112,42 @@ def create_app(
                 "(127.0.0.1, ::1), with admin rights; create tokens with "
                 "`tradeengine token create --role ROLE --name NAME`"
             )
-        engine = Engine(settings, plugin_manager=plugin_manager, store=make_store())
-        app.state.engine = engine
-        app.state.auth = Authenticator(engine.store)
-        await engine.start()
-        watcher = asyncio.create_task(control.exit_when_requested(engine), name="shutdown")
+        watchers: list[asyncio.Task[None]] = []
+
+        async def run_engine() -> None:
+            # Only the process holding the engine lock gets here (see tradeengine.cluster).
+            engine = Engine(settings, plugin_manager=plugin_manager, store=make_store())
+            app.state.engine = engine
+            app.state.auth = Authenticator(engine.store)
+            await engine.start()
+            watchers.append(
+                asyncio.create_task(control.exit_when_requested(engine), name="shutdown")
+            )
+
+        await cluster.start(app, run_engine)
         try:
             yield
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
-            await engine.stop()
+            await cluster.stop()
+            for watcher in watchers:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            engine = getattr(app.state, "engine", None)
+            if engine is not None:
+                await engine.stop()
 
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)],
+        middleware=[
+            Middleware(ForwardingMiddleware, cluster=cluster),
+            Middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES),
+        ],
         exception_handlers=exception_handlers,
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.cluster = cluster
     app.state.control = control
     app.state.endpoints = table
     app.state.openapi = msgspec.json.encode(build_openapi(table))
