@@ -71,3 +71,30 @@ def test_replay_1m_fills(benchmark: BenchmarkFixture) -> None:
         open_gate().replay_fills(fills)
 
     benchmark.pedantic(run, rounds=3, iterations=1)
+
+
+def test_reference_model_check_accept_then_cancel(benchmark: BenchmarkFixture) -> None:
+    """`test_gate_check_accept_then_cancel` on the pure-Python reference model of the gate
+    (tests/reference_model.py), so that the Rust:Python ratio shows next to it. The model has
+    no clock: it is checked at a fixed now=0.0, which the 10M/minute bucket never runs dry at
+    within a benchmark."""
+    from reference_model import ReferenceGate
+
+    gate = ReferenceGate(
+        max_orders_per_minute=10_000_000,
+        max_position_size=math.inf,
+        portfolio_heat_limit=1e9,
+        max_daily_loss=-1e12,
+        max_drawdown=1.0,
+        now=0.0,
+    )
+    gate.mark("AAPL", 100.0, at=0.0)
+    ids = (f"c{i}" for i in itertools.count())
+    check, cancel = gate.check, gate.on_cancel
+
+    def one() -> None:
+        cid = next(ids)
+        check(cid, "AAPL", "buy", 1.0, now=0.0)
+        cancel(cid)
+
+    benchmark(one)
