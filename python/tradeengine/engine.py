@@ -487,6 +487,12 @@ class Engine:
 
     async def _request_cancel(self, order: Order, actor: str) -> None:
         assert self.broker is not None
+        # Callers may hold a snapshot from before an await (cancel all, kill switch): a fill
+        # booked meanwhile must not be overwritten by that older state.
+        current = self.open_orders.get(order.id)
+        if current is None:
+            return
+        order = current
         if order.status != "pending_cancel":
             order = await self._update(order, status="pending_cancel")
         log.info(
