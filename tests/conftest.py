@@ -233,7 +233,9 @@ class PostgresCluster:
         self._databases += 1
         name = f"journal_{self._databases}"
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {name}")
+            # FILE_COPY (PostgreSQL 15+): half the time of the default for a small template
+            strategy = " STRATEGY FILE_COPY" if conn.info.server_version >= 150000 else ""
+            conn.execute(f"CREATE DATABASE {name}{strategy}")
         return self.url(name)
 
     def stop(self) -> None:

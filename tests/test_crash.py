@@ -155,6 +155,7 @@ def check_consistency(url: str, base: str, ledger: Ledger) -> None:
     assert served == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_sigkill_under_load_loses_nothing_and_books_nothing_twice(
     database_url: str,
     tmp_path: Path,
