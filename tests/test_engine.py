@@ -486,3 +486,55 @@ def test_an_unknown_broker_stops_the_start_with_a_clear_message() -> None:
             await engine.start()
 
     asyncio.run(main())
+
+
+class QuotingBroker:
+    """A sim broker that also answers the live-mode market data calls."""
+
+    def __init__(self, context: Any) -> None:
+        from tradeengine.default_plugins.sim import SimBroker
+
+        self.sim = SimBroker(context)
+        self.name = "quoting"
+        self.asked: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sim, name)
+
+    async def latest_price(self, symbol: str) -> float | None:
+        self.asked.append(symbol)
+        return {"AAPL": 150.0}.get(symbol)
+
+    async def account_equity(self) -> tuple[float, float] | None:
+        return (25_000.0, 24_000.0)
+
+
+def test_live_mode_prices_market_orders_from_the_broker_and_seeds_equity() -> None:
+
+    from tradeengine.broker import BrokerFactory
+
+    class Plugin:
+        @hookimpl
+        def register_brokers(self, register: Callable[[str, BrokerFactory], None]) -> None:
+            register("quoting", QuotingBroker)
+
+    async def main() -> None:
+        live = settings(EXECUTION_MODE="live", BROKER="quoting", MARK_MAX_AGE="60")
+        pm = make_plugin_manager(live, entry_points=False)
+        pm.register(Plugin(), name="quoting")
+        engine = Engine(live, pm, MemoryStore())
+        await engine.start()
+        account = engine.gate.account()
+        assert (account["equity"], account["daily_pnl"]) == (25_000.0, 1_000.0)
+        order, _ = await engine.submit(buy(1))
+        assert (order.status, order.filled_avg_price) == ("filled", 150.0)
+        await engine.submit(buy(1))
+        broker = engine.broker
+        assert isinstance(broker, QuotingBroker)
+        assert broker.asked == ["AAPL"]  # the second order's mark was fresh
+        with pytest.raises(OrderRejected) as info:
+            await engine.submit(buy(1, symbol="MSFT"))
+        assert info.value.rule == "no_mark"
+        await engine.stop()
+
+    asyncio.run(main())

@@ -219,6 +219,16 @@ impl Book {
         true
     }
 
+    /// Makes equity equal a broker's figure (live mode), keeping the booked PnL: the cash is
+    /// whatever the rest is. The day starts at `day_start_equity`, and the drawdown is measured
+    /// from the higher of the two from now on: a peak reckoned on simulated cash means nothing
+    /// for a broker account.
+    pub fn seed_equity(&mut self, equity: f64, day_start_equity: f64) {
+        self.starting_cash = equity - self.realized_total - self.unrealized_total;
+        self.day_start_equity = day_start_equity;
+        self.peak_equity = equity.max(day_start_equity);
+    }
+
     /// Puts back the account figures a journal recorded (recovery).
     pub fn restore_account(&mut self, peak_equity: f64, day: i64, day_start_equity: f64) {
         self.peak_equity = peak_equity.max(self.equity());
@@ -433,6 +443,19 @@ mod tests {
         assert!(b.roll_day(2));
         assert!(!b.roll_day(2));
         assert_eq!(b.daily_pnl(), 0.0);
+    }
+
+    #[test]
+    fn seeding_equity_keeps_the_booked_pnl() {
+        let mut b = Book::new(100_000.0);
+        fill(&mut b, Side::Buy, 10.0, 100.0);
+        b.set_mark("AAPL", 110.0);
+        b.seed_equity(50_000.0, 49_000.0);
+        assert_eq!(b.equity(), 50_000.0);
+        assert_eq!(b.daily_pnl(), 1_000.0);
+        assert_eq!(b.unrealized(), 100.0);
+        assert_eq!(b.peak_equity(), 50_000.0);
+        assert_eq!(b.drawdown(), 0.0);
     }
 
     #[test]

@@ -270,6 +270,10 @@ impl Gate {
         self.book.roll_day(day)
     }
 
+    pub fn seed_equity(&mut self, equity: f64, day_start_equity: f64) {
+        self.book.seed_equity(equity, day_start_equity);
+    }
+
     pub fn restore_account(&mut self, peak_equity: f64, day: i64, day_start_equity: f64) {
         self.book
             .restore_account(peak_equity, day, day_start_equity);

@@ -534,6 +534,19 @@ impl Gate {
         self.inner.roll_day(day)
     }
 
+    /// Makes equity equal the broker's (live mode), keeping booked PnL; the day's PnL is
+    /// measured from `day_start_equity` (Alpaca's last_equity).
+    fn seed_equity(&mut self, equity: f64, day_start_equity: f64) -> PyResult<()> {
+        if !(equity.is_finite() && day_start_equity.is_finite()) {
+            return Err(EngineError::InvalidArgument(format!(
+                "equity figures must be finite, got {equity} and {day_start_equity}"
+            ))
+            .into());
+        }
+        self.inner.seed_equity(equity, day_start_equity);
+        Ok(())
+    }
+
     fn restore_account(&mut self, peak_equity: f64, day: i64, day_start_equity: f64) {
         self.inner
             .restore_account(peak_equity, day, day_start_equity);

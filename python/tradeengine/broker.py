@@ -60,4 +60,17 @@ class Broker(Protocol):
         """A round trip to the broker with its latency, for `/api/broker/test-connection`."""
 
 
+class MarketData(Protocol):
+    """Optional broker methods the engine uses in live mode when a broker has them."""
+
+    async def latest_price(self, symbol: str) -> float | None:
+        """The latest trade or quote midpoint of a symbol, or None when there is none. Asked
+        before a market order is checked when the symbol's mark is missing or older than
+        MARK_MAX_AGE seconds: the gate never checks a market order blind."""
+
+    async def account_equity(self) -> tuple[float, float] | None:
+        """(equity, last_equity) of the broker account: at start the book is seeded with them,
+        so that daily PnL and drawdown are the account's. None when unknown."""
+
+
 BrokerFactory = Callable[[BrokerContext], Broker]

@@ -110,6 +110,7 @@ class Engine:
         self._finished_by_client_id: dict[str, str] = {}
         self._exec_ids: set[str] = set()
         self._pending_since: dict[str, float] = {}
+        self._marked_at: dict[str, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._risk_rules = False
         self.accepting = False
@@ -146,6 +147,7 @@ class Engine:
         await self.broker.start()
         await recover(self)
         self.gate.roll_to(time.time())
+        await self._seed_from_broker()
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
         self._tasks.append(asyncio.create_task(follow_journal(self), name="journal-follower"))
         await self._start_feed()
@@ -157,6 +159,38 @@ class Engine:
             self.settings.execution_mode,
             name,
         )
+
+    async def _seed_from_broker(self) -> None:
+        """In live mode the account's equity is the broker's, not SIM_STARTING_CASH."""
+        account_equity = getattr(self.broker, "account_equity", None)
+        if self.settings.backtest or account_equity is None:
+            return
+        figures = await account_equity()
+        if figures is not None:
+            equity, last_equity = figures
+            self.gate.seed_equity(equity, last_equity)
+            log.info("book seeded from the broker: equity=%s last_equity=%s", equity, last_equity)
+
+    async def _fresh_mark(self, symbol: str) -> None:
+        """Live mode: before a market order is checked, a missing or stale mark is refreshed
+        from the broker. If the broker has no price the gate refuses the order (no_mark)."""
+        latest_price = getattr(self.broker, "latest_price", None)
+        if latest_price is None:
+            return
+        marked = self._marked_at.get(symbol)
+        if marked is not None and time.monotonic() - marked <= self.settings.mark_max_age:
+            return
+        try:
+            price = await asyncio.wait_for(latest_price(symbol), self.settings.order_timeout)
+        except Exception as exc:
+            log.warning("no price for %s from the broker: %s", symbol, exc)
+            return
+        if price is not None and math.isfinite(price) and price > 0:
+            self._set_mark(symbol, float(price))
+
+    def _set_mark(self, symbol: str, price: float) -> str | None:
+        self._marked_at[symbol] = time.monotonic()
+        return self.gate.mark(symbol, price)
 
     async def _start_feed(self) -> None:
         settings = self.settings
@@ -280,6 +314,8 @@ class Engine:
                 "shutting_down", "the engine is not accepting orders (shutting down or starting)"
             )
         client_order_id = request.client_order_id or str(uuid.uuid4())
+        if request.type == "market" and not self.settings.backtest:
+            await self._fresh_mark(request.symbol)
         existing = await self._existing(client_order_id)
         if existing is not None:
             if existing.same_request(request):
@@ -645,7 +681,7 @@ class Engine:
                 raise InvalidRequest(f"price of {symbol} must be a finite number above 0")
         breach = None
         for symbol, price in prices.items():
-            breach = self.gate.mark(symbol, float(price)) or breach
+            breach = self._set_mark(symbol, float(price)) or breach
         if self.broker is not None:
             await self.broker.on_marks(prices)
         if breach is not None:
@@ -672,21 +708,20 @@ class Engine:
         """Blocks every new order and cancels every resting one (liquidation orders excepted).
         Latched, across restarts, until an admin resets it with a reason."""
         reason = reason.strip() or "no reason given"
-        newly = self.gate.engage_kill_switch(actor, reason)
-        if newly:
+        if self.gate.engage_kill_switch(actor, reason):
             await self._record_kill(True, actor, reason)
+            # Observers first: a broker plugin suspends trading at the broker before the
+            # engine's cancels go out one by one.
+            self._notify("on_kill_switch", state=self.kill_switch_state())
         canceled = await self._cancel_open(actor, "kill switch", include_liquidation=False)
-        state = self.kill_switch_state(canceled)
-        if newly:
-            self._notify("on_kill_switch", state=state)
-        return state
+        return self.kill_switch_state(canceled)
 
     async def _after_auto_kill(self, rule: str) -> None:
         engaged = self.gate.kill_switch()
         reason = engaged[1] if engaged else f"{rule} breached"
         await self._record_kill(True, SYSTEM, reason)
-        canceled = await self._cancel_open(SYSTEM, "kill switch", include_liquidation=False)
-        self._notify("on_kill_switch", state=self.kill_switch_state(canceled))
+        self._notify("on_kill_switch", state=self.kill_switch_state())
+        await self._cancel_open(SYSTEM, "kill switch", include_liquidation=False)
 
     async def _record_kill(self, engaged: bool, actor: str, reason: str) -> None:
         word = "engaged" if engaged else "reset"

@@ -41,7 +41,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_orders_per_minute: int = 60
 
     metrics_enabled: bool = True
-    metrics_port: int = 8002
+    metrics_port: int | None = None
+    """None (unset): /metrics is served by the API only. A port other than the API's: also
+    by a listener of its own (tradeengine.api.metrics_listener)."""
     log_level: str = "INFO"
     log_file: str = "logs/trading_platform.log"
     log_format: Literal["text", "json"] = "text"
@@ -76,6 +78,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     synthetic_symbols: tuple[str, ...] = ("AAPL", "MSFT", "SPY", "TSLA", "NVDA")
     synthetic_interval: float = 1.0
 
+    mark_max_age: float = 5.0
     shutdown_cancel_orders: bool = True
     disabled_plugins: tuple[str, ...] = ()
     state_dir: str = ""
@@ -240,6 +243,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object], _Check]] = {
     "SYNTHETIC_FEED": ("synthetic_feed", _bool, _none),
     "SYNTHETIC_SYMBOLS": ("synthetic_symbols", _names, _none),
     "SYNTHETIC_INTERVAL": ("synthetic_interval", _float, _positive),
+    "MARK_MAX_AGE": ("mark_max_age", _float, _positive),
     "SHUTDOWN_CANCEL_ORDERS": ("shutdown_cancel_orders", _bool, _none),
     "TRADEENGINE_DISABLED_PLUGINS": ("disabled_plugins", _names, _none),
     "TRADEENGINE_STATE_DIR": ("state_dir", _text, _none),
