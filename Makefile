@@ -40,8 +40,10 @@ run: setup
 
 test: setup tools test-rust test-python
 
-# System tools the tests need, from Debian's packages when missing.
+# System tools the tests need, from Debian's packages when missing: PostgreSQL (the store
+# tests start a throwaway cluster of their own) and promtool (the alert rules).
 tools:
+	bash scripts/ensure-postgres.sh
 	bash scripts/ensure-promtool.sh
 
 test-rust:
