@@ -108,6 +108,11 @@ class Store(Protocol):
 
     async def save_account(self, account: AccountSnapshot) -> None: ...
 
+    async def size(self) -> int | None:
+        """Bytes the journal takes (SQLite: the file and its WAL; PostgreSQL: the database);
+        None where nothing is stored on disk."""
+        ...
+
     async def kill_switch_changes(self, after: int, timeout: float) -> list[KillSwitchChange]:
         """Kill switch records journaled after sequence number `after` (by anyone: this
         process or `tradeengine kill-switch`), oldest first. Waits up to `timeout` seconds

@@ -123,6 +123,9 @@ class MemoryStore:
     async def save_account(self, account: AccountSnapshot) -> None:
         self._account = account
 
+    async def size(self) -> int | None:
+        return None
+
     async def kill_switch_changes(self, after: int, timeout: float) -> list[KillSwitchChange]:
         deadline = time.monotonic() + timeout
         while len(self._kill) <= after and time.monotonic() < deadline:

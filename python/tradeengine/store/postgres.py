@@ -168,6 +168,10 @@ class PostgresStore(SqlStore):
                 counts.append(cur.rowcount)
         return counts
 
+    async def size(self) -> int | None:
+        [(size,)] = await self._fetch("SELECT pg_database_size(current_database())")
+        return int(size)
+
     async def _wait_for_kill_switch(self, timeout: float) -> None:
         """Returns on a NOTIFY from the kill_switch trigger, or after `timeout` seconds.
         Without a listening connection (the server went away) it waits and retries."""

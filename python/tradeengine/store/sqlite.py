@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 import urllib.parse
 from collections.abc import Sequence
@@ -220,6 +221,17 @@ class SqliteStore(SqlStore):
                 conn.execute("ROLLBACK")
             raise
         return counts
+
+    async def size(self) -> int | None:
+        if self.memory:
+            [(pages,)] = await self._fetch("PRAGMA page_count")
+            [(page_size,)] = await self._fetch("PRAGMA page_size")
+            return int(pages) * int(page_size)
+        total = 0
+        for path in (self.path, f"{self.path}-wal"):
+            with contextlib.suppress(FileNotFoundError):
+                total += os.stat(path).st_size
+        return total
 
     async def _wait_for_kill_switch(self, timeout: float) -> None:
         await asyncio.sleep(min(timeout, POLL_INTERVAL))
