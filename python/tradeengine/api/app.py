@@ -24,7 +24,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tradeengine.api.auth import Access, Authenticator, live
 from tradeengine.api.control import ServerControl
 from tradeengine.api.errors import exception_handlers
-from tradeengine.api.middleware import MAX_BODY_BYTES, BodyLimitMiddleware
+from tradeengine.api.middleware import MAX_BODY_BYTES, BodyLimitMiddleware, HttpMetricsMiddleware
+from tradeengine.api.observability import start_observability, stop_observability
 from tradeengine.api.openapi import build_openapi
 from tradeengine.api.routes import build_routes, endpoints
 from tradeengine.cluster import Cluster, ForwardingMiddleware
@@ -120,6 +121,7 @@ def create_app(
             app.state.engine = engine
             app.state.auth = Authenticator(engine.store)
             await engine.start()
+            start_observability(app)
             watchers.append(
                 asyncio.create_task(control.exit_when_requested(engine), name="shutdown")
             )
@@ -133,6 +135,7 @@ def create_app(
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
+            await stop_observability(app)
             engine = getattr(app.state, "engine", None)
             if engine is not None:
                 await engine.stop()
@@ -141,6 +144,7 @@ def create_app(
         routes=routes,
         middleware=[
             Middleware(ForwardingMiddleware, cluster=cluster),
+            Middleware(HttpMetricsMiddleware, metrics=plugin_manager.get_plugin("metrics")),
             Middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES),
         ],
         exception_handlers=exception_handlers,

@@ -27,8 +27,25 @@ class ErrorBody(msgspec.Struct, frozen=True):
     error: ErrorDetail
 
 
+ComponentStatus = Literal["ok", "degraded", "halted", "down"]
+
+
+class Component(msgspec.Struct, frozen=True, kw_only=True):
+    """One part of the service in `GET /api/health`."""
+
+    status: ComponentStatus
+    state: str
+    """What the part is doing, in one word: `active`, `reducing`, `halted`, `stopping`
+    (engine); `writing`, `failing` (store); `connected`, `disconnected` (broker); `engaged`,
+    `released` (kill switch)."""
+
+
 class Health(msgspec.Struct, frozen=True, kw_only=True):
-    """`GET /api/health`: answers without a token, so it tells no names or reasons."""
+    """`GET /api/health`: answers without a token, so it tells no names or reasons.
+
+    `status` is the worst of the components: `halted` when the kill switch is engaged (or
+    the engine halted), `degraded` when the broker is disconnected, the journal's last write
+    failed or the engine is in reduce-only mode, `shutting_down` once a shutdown was asked."""
 
     status: Literal["ok", "halted", "degraded", "shutting_down"]
     version: str
@@ -39,6 +56,8 @@ class Health(msgspec.Struct, frozen=True, kw_only=True):
     kill_switch_engaged: bool
     broker_connected: bool
     uptime_seconds: float
+    components: dict[str, Component] = msgspec.field(default_factory=dict)
+    """`engine`, `store`, `broker`, `kill_switch`."""
 
 
 class ReasonRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -6,15 +6,15 @@ test that every route declares a role. Handlers are short: decode, one engine ca
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import platform
-import resource
 import sys
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
@@ -28,6 +28,7 @@ from tradeengine.api.models import (
     AuditQuery,
     CanceledOrders,
     ClearedCache,
+    Component,
     Document,
     Health,
     Liquidation,
@@ -39,9 +40,10 @@ from tradeengine.api.models import (
     ShutdownAccepted,
     ShutdownRequest,
 )
+from tradeengine.api.process import process_stats
 from tradeengine.api.wire import read_json, read_query, reply
 from tradeengine.engine import Engine
-from tradeengine.errors import NotFound, Unavailable
+from tradeengine.errors import EngineError, NotFound, Unavailable
 from tradeengine.schemas import (
     AuditRecord,
     KillSwitchState,
@@ -53,6 +55,15 @@ from tradeengine.schemas import (
     ThrottleConfig,
     ThrottleConfigUpdate,
 )
+
+if TYPE_CHECKING:
+    from tradeengine.api.observability import Observability
+
+log = logging.getLogger("tradeengine.api")
+
+UNLOGGED_REFUSALS = frozenset({"client_order_id_conflict", "shutting_down"})
+"""Codes of order refusals that the engine does not log itself (risk blocks are its RISK_BLOCK
+lines, journal and broker failures its ERROR lines, each with the order's ids)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,16 +107,44 @@ def _broker_health(engine: Engine) -> dict[str, Any]:
     return {"broker": engine.settings.broker_name, **engine.broker.health()}
 
 
+def _components(engine: Engine, broker_connected: bool) -> dict[str, Component]:
+    state = engine.gate.state
+    if not engine.accepting:
+        engine_part = Component(status="down", state="stopping")
+    elif state == "halted":
+        engine_part = Component(status="halted", state=state)
+    elif state == "reducing":
+        engine_part = Component(status="degraded", state=state)
+    else:
+        engine_part = Component(status="ok", state=state)
+    failing = engine.journal.timings.last_failed
+    engaged = engine.gate.kill_switch() is not None
+    return {
+        "engine": engine_part,
+        "store": Component(
+            status="down" if failing else "ok", state="failing" if failing else "writing"
+        ),
+        "broker": Component(
+            status="ok" if broker_connected else "down",
+            state="connected" if broker_connected else "disconnected",
+        ),
+        "kill_switch": Component(
+            status="halted" if engaged else "ok", state="engaged" if engaged else "released"
+        ),
+    }
+
+
 async def health(request: Request, call: Call) -> Response:
     engine = call.engine
     connected = bool(_broker_health(engine).get("connected"))
-    state = engine.gate.state
+    components = _components(engine, connected)
+    statuses = {c.status for c in components.values()}
     status: Literal["ok", "halted", "degraded", "shutting_down"]
     if engine.shutdown_requested.is_set():
         status = "shutting_down"
-    elif state == "halted":
+    elif "halted" in statuses:
         status = "halted"
-    elif not connected:
+    elif statuses - {"ok"}:
         status = "degraded"
     else:
         status = "ok"
@@ -115,11 +154,12 @@ async def health(request: Request, call: Call) -> Response:
             version=__version__,
             trading_mode=engine.settings.trading_mode,
             execution_mode=engine.settings.execution_mode,
-            trading_state=state,
+            trading_state=engine.gate.state,
             accepting_orders=engine.accepting,
             kill_switch_engaged=engine.gate.kill_switch() is not None,
             broker_connected=connected,
             uptime_seconds=round(time.time() - engine.started_at, 3),
+            components=components,
         )
     )
 
@@ -128,16 +168,86 @@ async def broker_health(request: Request, call: Call) -> Response:
     return reply(_broker_health(call.engine))
 
 
+def _ratio(used: float, limit: float) -> float | None:
+    if not (math.isfinite(used) and math.isfinite(limit)) or limit <= 0:
+        return None
+    return round(used / limit, 6)
+
+
+def _position_usage(engine: Engine, limit: float) -> dict[str, dict[str, Any]]:
+    """Per symbol: the position and the worst case MAX_POSITION_SIZE counts (the position
+    plus every resting order on one side, at the mark)."""
+    gate = engine.gate
+    symbols = {p[0] for p in gate.positions()} | {r[1] for r in gate.resting_orders()}
+    usage = {}
+    for symbol in sorted(symbols):
+        position = gate.position(symbol)
+        qty, avg = (position[0], position[1]) if position else (0.0, None)
+        price = gate.get_mark(symbol) or avg
+        buys, sells = gate.exposure(symbol)
+        worst = max(abs(qty + buys), abs(qty - sells))
+        usage[symbol] = {
+            "qty": qty,
+            "resting_buy_qty": buys,
+            "resting_sell_qty": sells,
+            "price": price,
+            "notional": None if price is None else abs(qty) * price,
+            "worst_case_notional": None if price is None else worst * price,
+            "limit": limit,
+            "used": None if price is None else _ratio(worst * price, limit),
+        }
+    return usage
+
+
+def _limit_usage(engine: Engine) -> dict[str, Any]:
+    gate = engine.gate
+    limits = gate.limits()
+    account = gate.account()
+    per_minute, throttle_enabled = gate.throttle()
+    tokens = gate.tokens_available()
+    daily_pnl = float(account["daily_pnl"])
+    max_daily_loss = float(limits["max_daily_loss"])
+    return {
+        "max_position_size": {
+            "limit": float(limits["max_position_size"]),
+            "positions": _position_usage(engine, float(limits["max_position_size"])),
+        },
+        "portfolio_heat": {
+            "value": float(account["heat"]),
+            "limit": float(limits["portfolio_heat_limit"]),
+            "used": _ratio(float(account["heat"]), float(limits["portfolio_heat_limit"])),
+        },
+        "max_daily_loss": {
+            "daily_pnl": daily_pnl,
+            "limit": max_daily_loss,
+            "used": _ratio(max(0.0, -daily_pnl), abs(max_daily_loss)),
+        },
+        "max_drawdown": {
+            "value": float(account["drawdown"]),
+            "limit": float(limits["max_drawdown"]),
+            "used": _ratio(float(account["drawdown"]), float(limits["max_drawdown"])),
+        },
+        "throttle": {
+            "enabled": throttle_enabled,
+            "tokens_available": round(tokens, 3),
+            "capacity": per_minute,
+            "used": _ratio(max(0.0, per_minute - tokens), per_minute) if throttle_enabled else None,
+        },
+    }
+
+
 async def risk_service_health(request: Request, call: Call) -> Response:
     engine = call.engine
+    state = engine.gate.state
     return reply(
         {
-            "status": "ok",
+            "status": "halted" if state == "halted" else "ok",
             "core_version": core_version,
-            "trading_state": engine.gate.state,
+            "trading_state": state,
             "kill_switch": engine.kill_switch_state(),
             "throttle": engine.throttle_config(),
             "limits": engine.risk_config(),
+            "usage": _limit_usage(engine),
             "account": engine.gate.account(),
             "risk_plugins": [
                 impl.plugin_name for impl in engine.pm.hook.check_order.get_hookimpls()
@@ -146,17 +256,11 @@ async def risk_service_health(request: Request, call: Call) -> Response:
     )
 
 
-def _rss_bytes() -> int | None:
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 async def system_health(request: Request, call: Call) -> Response:
     engine = call.engine
-    usage = resource.getrusage(resource.RUSAGE_SELF)
+    observability: Observability | None = getattr(request.app.state, "observability", None)
+    monitor = observability.monitor if observability else None
+    listener = observability.listener if observability else None
     return reply(
         {
             "status": "ok",
@@ -165,15 +269,24 @@ async def system_health(request: Request, call: Call) -> Response:
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(),
             "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-            "memory_rss_bytes": _rss_bytes(),
-            "memory_peak_rss_bytes": usage.ru_maxrss * 1024,
-            "cpu_user_seconds": usage.ru_utime,
-            "cpu_system_seconds": usage.ru_stime,
-            "threads": threading.active_count(),
+            **process_stats(),
+            "cpu_percent": monitor.cpu_percent() if monitor else None,
+            "event_loop_lag_seconds": monitor.lag() if monitor else None,
             "uptime_seconds": round(time.time() - engine.started_at, 3),
             "open_orders": len(engine.open_orders),
+            "cache": {
+                "entries": len(engine.finished),
+                "size": engine.settings.cache_size,
+                "used": _ratio(len(engine.finished), engine.settings.cache_size),
+            },
             "cached_finished_orders": len(engine.finished),
             "cache_size": engine.settings.cache_size,
+            "journal": {
+                "size_bytes": await engine.store.size(),
+                "writes": sum(engine.journal.timings.counts),
+                "write_failures": engine.journal.timings.failures,
+            },
+            "metrics_listener": listener.describe() if listener else None,
             "max_workers": engine.settings.max_workers,
         }
     )
@@ -215,7 +328,28 @@ async def list_orders(request: Request, call: Call) -> Response:
 
 async def submit_order(request: Request, call: Call) -> Response:
     order_request = await read_json(request, OrderRequest)
-    order, created = await call.engine.submit(order_request, call.actor)
+    try:
+        order, created = await call.engine.submit(order_request, call.actor)
+    except EngineError as exc:
+        if exc.code in UNLOGGED_REFUSALS:
+            log.warning(
+                "ORDER_REFUSED code=%s client_order_id=%s symbol=%s side=%s qty=%s actor=%s: %s",
+                exc.code,
+                order_request.client_order_id or "-",
+                order_request.symbol,
+                order_request.side,
+                order_request.qty,
+                call.actor,
+                exc.message,
+            )
+        raise
+    if not created:
+        log.info(
+            "ORDER %s client_order_id=%s replayed: an idempotent retry, actor=%s",
+            order.id,
+            order.client_order_id,
+            call.actor,
+        )
     location = {"Location": f"/api/trading/orders/status/{order.id}"}
     return reply(order, 201 if created else 200, location)
 
@@ -238,7 +372,12 @@ async def order_status(request: Request, call: Call) -> Response:
 
 
 async def cancel_order(request: Request, call: Call) -> Response:
-    return reply(await call.engine.cancel(request.path_params["order_id"], call.actor))
+    order_id = request.path_params["order_id"]
+    try:
+        return reply(await call.engine.cancel(order_id, call.actor))
+    except EngineError as exc:
+        log.info("CANCEL_REFUSED order %s actor=%s %s: %s", order_id, call.actor, exc.code, exc)
+        raise
 
 
 # ---- emergency ---------------------------------------------------------------------------

@@ -1,5 +1,12 @@
 """The metrics observer: Prometheus metrics of the engine, in a registry of its own (one per
-plugin manager, so one per app)."""
+plugin manager, so one per app).
+
+On the order path a metric costs at most a cached counter child's increment (and the one
+submit latency observation). Everything that describes state (kill switch, trading state,
+positions, exposure, equity, PnL, drawdown, throttle tokens, journal write latency) is read
+from the engine when Prometheus scrapes. HTTP requests are counted by
+`tradeengine.api.middleware.HttpMetricsMiddleware` through `observe_http`. docs/api.md lists
+every metric."""
 
 from __future__ import annotations
 
@@ -7,8 +14,13 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from tradeengine import RULES
@@ -16,12 +28,12 @@ from tradeengine.errors import OrderRejected
 from tradeengine.hookspecs import hookimpl
 from tradeengine.schemas import Fill, Order, RejectionRecord
 from tradeengine.settings import Settings
+from tradeengine.store.journal import LATENCY_BUCKETS, WriteTimings
 
-# 10 us to 10 s.
-LATENCY_BUCKETS = (
-    1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3,
-    1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-)  # fmt: skip
+__all__ = ["LATENCY_BUCKETS", "MetricsObserver"]
+
+BROKER_REJECTED = "broker_rejected"
+"""The `orders_rejected_total` code of an order the broker refused after the gate passed it."""
 
 TRADING_STATES = ("active", "reducing", "halted")
 
@@ -54,8 +66,20 @@ class MetricsObserver:
         self.broker_status = Gauge(
             "broker_connection_status", "1 when the broker is connected.", ["broker"], registry=r
         )
+        self.http_requests = Counter(
+            "http_requests", "HTTP requests by route template, method and status class.",
+            ["route", "method", "status"], registry=r,
+        )  # fmt: skip
+        self.http_latency = Histogram(
+            "http_request_duration_seconds",
+            "Time from a request's arrival to the end of its answer, by route template.",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.engine: Any = None
         r.register(_EngineCollector(self))
+        ProcessCollector(registry=r)
         for rule in RULES:
             self.risk_blocks.labels(rule=rule)
 
@@ -83,6 +107,11 @@ class MetricsObserver:
         self.latency.observe(latency_seconds)
 
     @hookimpl
+    def on_order(self, order: Order, previous_status: str | None) -> None:
+        if order.status == "rejected" and previous_status != "rejected":
+            self._child(self.rejected, BROKER_REJECTED).inc()
+
+    @hookimpl
     def on_fill(self, fill: Fill, order: Order) -> None:
         if order.status == "filled":
             self._child(self.filled, order.side, order.type).inc()
@@ -91,6 +120,19 @@ class MetricsObserver:
     def on_risk_block(self, rejection: RejectionRecord) -> None:
         self._child(self.risk_blocks, rejection.rule).inc()
         self._child(self.rejected, OrderRejected.for_rule(rejection.rule, "").code).inc()
+
+    def observe_http(self, route: str, method: str, status: str, seconds: float) -> None:
+        """One HTTP request answered (labels already bounded by the caller)."""
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.http_requests.labels(route, method, status),
+                self.http_latency.labels(route, method),
+            )
+        count, latency = children
+        count.inc()
+        latency.observe(seconds)
 
 
 class _EngineCollector(Collector):
@@ -133,6 +175,7 @@ class _EngineCollector(Collector):
             if key != "auto_kill" and math.isfinite(float(value)):
                 limits.add_metric([key], float(value))
         yield limits
+        yield from _journal_metrics(engine.journal.timings)
         qty = GaugeMetricFamily("position_qty", "Signed position.", labels=["symbol"])
         notional = GaugeMetricFamily(
             "position_notional_usd", "Absolute notional at the mark.", labels=["symbol"]
@@ -140,15 +183,26 @@ class _EngineCollector(Collector):
         exposure = GaugeMetricFamily(
             "resting_order_qty", "Quantity of resting orders.", labels=["symbol", "side"]
         )
+        gross = net = 0.0
         for symbol, q, avg, _realized, _unrealized, mark in gate.positions():
+            price = mark if mark is not None else avg
             qty.add_metric([symbol], q)
-            notional.add_metric([symbol], abs(q) * (mark if mark is not None else avg))
+            notional.add_metric([symbol], abs(q) * price)
+            gross += abs(q) * price
+            net += q * price
             buys, sells = gate.exposure(symbol)
             exposure.add_metric([symbol, "buy"], buys)
             exposure.add_metric([symbol, "sell"], sells)
         yield qty
         yield notional
         yield exposure
+        yield GaugeMetricFamily(
+            "gross_exposure_usd", "Sum of the absolute position notionals at the marks.",
+            value=gross,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "net_exposure_usd", "Sum of the signed position notionals at the marks.", value=net
+        )
         yield GaugeMetricFamily(
             "throttle_tokens_available",
             "Orders the throttle would let through now.",
@@ -158,3 +212,19 @@ class _EngineCollector(Collector):
             "open_orders", "Orders not yet filled, canceled or rejected.",
             value=len(engine.open_orders),
         )  # fmt: skip
+
+
+def _journal_metrics(timings: WriteTimings) -> Iterable[Metric]:
+    cumulative, buckets = 0, []
+    for bound, count in zip((*timings.bounds, math.inf), timings.counts, strict=True):
+        cumulative += count
+        buckets.append(("+Inf" if math.isinf(bound) else repr(bound), cumulative))
+    yield HistogramMetricFamily(
+        "journal_write_latency_seconds",
+        "Time of one journal transaction (a group commit of up to BATCH_SIZE records).",
+        buckets=buckets,
+        sum_value=timings.total_seconds,
+    )
+    yield CounterMetricFamily(
+        "journal_write_failures", "Journal transactions that failed.", value=timings.failures
+    )
