@@ -258,7 +258,7 @@ async def _resolve_in_flight(engine: Engine, orders: list[Order]) -> None:
             await engine.on_broker_event(event)
         current = engine.open_orders.get(order.id)
         if current is not None and current.status == "pending_cancel":
-            await engine._request_cancel(current, order.actor or "system")
+            await engine._request_cancel(current, "system")
 
 
 # ---- while running ----------------------------------------------------------------------
