@@ -14,12 +14,12 @@ from typing import Any, TypeVar
 import msgspec
 import pytest
 
+from test_engine import buy, sell
 from tradeengine.engine import Engine
 from tradeengine.errors import Conflict, OrderRejected
 from tradeengine.schemas import (
     Order,
     OrderRecord,
-    OrderRequest,
     RiskConfigUpdate,
     ThrottleConfigUpdate,
 )
@@ -55,14 +55,6 @@ def session(url: str, test: Callable[[Engine], Awaitable[T]], **env: str) -> T:
             await engine.stop()
 
     return asyncio.run(main())
-
-
-def buy(qty: float = 10, symbol: str = "AAPL", **kw: Any) -> OrderRequest:
-    return OrderRequest(symbol=symbol, side="buy", qty=qty, **kw)
-
-
-def sell(qty: float = 10, symbol: str = "AAPL", **kw: Any) -> OrderRequest:
-    return OrderRequest(symbol=symbol, side="sell", qty=qty, **kw)
 
 
 def count_submits(engine: Engine) -> list[str]:
