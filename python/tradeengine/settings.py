@@ -54,6 +54,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     alpaca_secret_key: str = ""
     alpaca_base_url: str = ""
     alpaca_stream_url: str = ""
+    alpaca_data_url: str = "https://data.alpaca.markets"
     alpaca_suspend_on_kill: bool = True
     alpaca_http_timeout: float = 10.0
     alpaca_max_requests_per_minute: int = 200
@@ -222,6 +223,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object], _Check]] = {
     "ALPACA_SECRET_KEY": ("alpaca_secret_key", _text, _none),
     "ALPACA_BASE_URL": ("alpaca_base_url", _text, _none),
     "ALPACA_STREAM_URL": ("alpaca_stream_url", _text, _none),
+    "ALPACA_DATA_URL": ("alpaca_data_url", _text, _none),
     "ALPACA_SUSPEND_ON_KILL": ("alpaca_suspend_on_kill", _bool, _none),
     "ALPACA_HTTP_TIMEOUT": ("alpaca_http_timeout", _float, _positive),
     "ALPACA_MAX_REQUESTS_PER_MINUTE": ("alpaca_max_requests_per_minute", _int, _positive),
