@@ -1,12 +1,17 @@
-"""A fake Alpaca on a free loopback port: the REST API (`/v2/...`) and the trade_updates
-websocket (`/stream`), close enough to Alpaca that alpaca-py's real clients and models accept
-every answer (UUID ids, decimal strings, non-null timestamps, Alpaca's error bodies, binary
-JSON frames, the rate-limit headers), with fault injection for the tests:
+"""A fake Alpaca on a free loopback port: the REST API (`/v2/...`), the trade_updates
+websocket (`/stream`) and the market data API's latest trade and quote
+(`/v2/stocks/{trades,quotes}/latest`, served on the same port: `data_url`), close enough to
+Alpaca that alpaca-py's real clients and models accept every answer (UUID ids, decimal strings,
+non-null timestamps, nanosecond data timestamps, Alpaca's error bodies, binary JSON frames, the
+rate-limit headers), with fault injection for the tests:
 
 - `fail(method, path, status, times, after=...)`: 500s (or any status), before the request is
   handled or after (the order is placed but the answer is lost);
 - `stall(method, path, seconds, times, after=...)`: a server that does not answer in time;
-- `set_rate_limit(limit, window)`: Alpaca's request budget with 429s and `X-Ratelimit-*` headers;
+- `set_rate_limit(limit, window, api=...)`: Alpaca's request budget with 429s and
+  `X-Ratelimit-*` headers (the trading and the market data API count separately, as at Alpaca);
+- `set_price(symbol, price, trade=...)`, `set_quote(symbol, bid, ask)`: the market; a symbol
+  with neither trade nor quote is unknown to the data API (left out of its answer);
 - `drop_streams()`, `accept_streams = False`: dropped and refused websockets;
 - `hold_events()` / `release_events(reverse=..., duplicate=...)`: out-of-order and repeated
   trade updates; `fill(...)` for (partial) fills; `omit_timestamp` for a malformed update.
@@ -21,6 +26,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import re
 import socket
 import threading
 import time
@@ -50,6 +56,10 @@ FAST = {
 """Settings that keep the tests short: timeouts, backoffs and polls of a fraction of a second
 (reconciliation runs at start, after reconnects, and when a test asks)."""
 
+DATA_PATHS = ("/v2/stocks/",)
+"""The market data API's paths (a budget of their own)."""
+SYMBOLS = re.compile(r"[A-Z][A-Z0-9.]{0,15}")
+
 OPEN_STATUSES = frozenset(
     {"new", "accepted", "pending_new", "partially_filled", "pending_cancel", "held"}
 )
@@ -65,6 +75,14 @@ async def eventually(condition: Callable[[], object], timeout: float = 5.0) -> N
 
 def now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def nanosecond_iso(at: float | None = None) -> str:
+    """A time as the market data API writes it: RFC 3339 with nanoseconds."""
+    ns = time.time_ns() if at is None else int(at * 1e9)
+    seconds, fraction = divmod(ns, 1_000_000_000)
+    stamp = dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{fraction:09d}Z"
 
 
 def decimal(value: float) -> str:
@@ -96,6 +114,16 @@ class Fault:
 
 
 @dataclass
+class Window:
+    """A request budget: `limit` requests per `window` seconds."""
+
+    limit: int = 200
+    window: float = 60.0
+    start: float = field(default_factory=time.monotonic)
+    count: int = 0
+
+
+@dataclass
 class Position:
     qty: float = 0.0
     avg_entry_price: float = 0.0
@@ -119,6 +147,9 @@ class FakeAlpaca:
         self.by_client_id: dict[str, str] = {}
         self.positions: dict[str, Position] = {}
         self.prices: dict[str, float] = {}
+        self.trades: dict[str, dict[str, Any]] = {}
+        """The latest trade per symbol, as the market data API writes it."""
+        self.quotes: dict[str, dict[str, Any]] = {}
         self.configuration: dict[str, Any] = {
             "dtbp_check": "entry",
             "fractional_trading": True,
@@ -134,10 +165,7 @@ class FakeAlpaca:
         """Market orders fill in full at the symbol's price as soon as they are accepted."""
         self.requests: list[tuple[str, str, dict[str, Any]]] = []
         self.faults: list[Fault] = []
-        self.rate_limit = 200
-        self.rate_window = 60.0
-        self._window_start = time.monotonic()
-        self._window_count = 0
+        self.windows = {"trading": Window(), "data": Window()}
         self.rate_limited = 0
         self.accept_streams = True
         self.stream_connections = 0
@@ -160,6 +188,11 @@ class FakeAlpaca:
     @property
     def stream_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/stream"
+
+    @property
+    def data_url(self) -> str:
+        """ALPACA_DATA_URL: the market data API is served on the same port."""
+        return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> FakeAlpaca:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -230,11 +263,11 @@ class FakeAlpaca:
         with self.lock:
             self.faults.append(Fault(method, path, status, times, after, 0.0, headers or {}))
 
-    def set_rate_limit(self, limit: int, window: float) -> None:
-        """Alpaca's budget of `limit` requests per `window` seconds, starting now."""
+    def set_rate_limit(self, limit: int, window: float, api: str = "trading") -> None:
+        """Alpaca's budget of `limit` requests per `window` seconds, starting now, for the
+        trading API or (`api="data"`) the market data API."""
         with self.lock:
-            self.rate_limit, self.rate_window = limit, window
-            self._window_start, self._window_count = time.monotonic(), 0
+            self.windows[api] = Window(limit, window)
 
     def stall(
         self, method: str, path: str, seconds: float, *, times: int = 1, after: bool = False
@@ -247,9 +280,46 @@ class FakeAlpaca:
         with self.lock:
             return [params for m, p, params in self.requests if m == method and p == path]
 
-    def set_price(self, symbol: str, price: float) -> None:
+    def set_price(
+        self, symbol: str, price: float, *, trade: bool = True, at: float | None = None
+    ) -> None:
+        """The symbol's price (fills, positions, equity) and, with `trade`, its latest trade
+        on the data API (at Unix time `at`, default now)."""
         with self.lock:
             self.prices[symbol] = price
+            if trade:
+                self.trades[symbol] = {
+                    "c": ["@"],
+                    "i": int(time.time_ns() % 10**14),
+                    "p": price,
+                    "s": 100,
+                    "t": nanosecond_iso(at),
+                    "x": "V",
+                    "z": "C",
+                }
+
+    def set_quote(self, symbol: str, bid: float, ask: float, at: float | None = None) -> None:
+        """The symbol's latest quote on the data API (0 for a missing side)."""
+        with self.lock:
+            self.quotes[symbol] = {
+                "ap": ask,
+                "as": 2 if ask else 0,
+                "ax": "V" if ask else "",
+                "bp": bid,
+                "bs": 3 if bid else 0,
+                "bx": "V" if bid else "",
+                "c": ["R"],
+                "t": nanosecond_iso(at),
+                "z": "C",
+            }
+
+    def account_figures(self) -> tuple[float, float]:
+        """(equity, last_equity) as `GET /v2/account` answers them now."""
+        with self.lock:
+            equity = self.cash + sum(
+                p.qty * self.prices.get(s, p.avg_entry_price) for s, p in self.positions.items()
+            )
+            return round(equity, 2), self.last_equity
 
     def order(self, client_order_id: str) -> dict[str, Any]:
         with self.lock:
@@ -489,6 +559,8 @@ class FakeAlpaca:
             ("/v2/orders/{order_id}", "DELETE", self.cancel_order),
             ("/v2/positions", "GET", self.list_positions),
             ("/v2/positions", "DELETE", self.close_all),
+            ("/v2/stocks/trades/latest", "GET", self.latest_trades),
+            ("/v2/stocks/quotes/latest", "GET", self.latest_quotes),
         ]
         routes: list[Any] = [
             Route(path, self._guarded(handler), methods=[method])
@@ -516,7 +588,8 @@ class FakeAlpaca:
                 or headers.get("APCA-API-SECRET-KEY") != self.secret_key
             ):
                 return error(401, "unauthorized.")
-            limited = self._count_request()
+            api = "data" if path.startswith(DATA_PATHS) else "trading"
+            limited = self._count_request(api)
             if limited is not None:
                 return limited
             if fault is not None and not fault.after:
@@ -524,7 +597,7 @@ class FakeAlpaca:
             response = await handler(request)
             if fault is not None:
                 return await self._fault(fault)
-            response.headers.update(self._rate_headers())
+            response.headers.update(self._rate_headers(api))
             return response
 
         return endpoint
@@ -539,27 +612,52 @@ class FakeAlpaca:
         response.headers.update(fault.headers)
         return response
 
-    def _count_request(self) -> Response | None:
+    def _count_request(self, api: str) -> Response | None:
         with self.lock:
+            window = self.windows[api]
             now = time.monotonic()
-            if now - self._window_start >= self.rate_window:
-                self._window_start, self._window_count = now, 0
-            self._window_count += 1
-            if self._window_count <= self.rate_limit:
+            if now - window.start >= window.window:
+                window.start, window.count = now, 0
+            window.count += 1
+            if window.count <= window.limit:
                 return None
             self.rate_limited += 1
         response = error(429, "rate limit exceeded", 42910000)
-        response.headers.update(self._rate_headers())
+        response.headers.update(self._rate_headers(api))
         return response
 
-    def _rate_headers(self) -> dict[str, str]:
+    def _rate_headers(self, api: str) -> dict[str, str]:
         with self.lock:
-            reset = time.time() + self.rate_window - (time.monotonic() - self._window_start)
+            window = self.windows[api]
+            reset = time.time() + window.window - (time.monotonic() - window.start)
             return {
-                "X-Ratelimit-Limit": str(self.rate_limit),
-                "X-Ratelimit-Remaining": str(max(self.rate_limit - self._window_count, 0)),
+                "X-Ratelimit-Limit": str(window.limit),
+                "X-Ratelimit-Remaining": str(max(window.limit - window.count, 0)),
                 "X-Ratelimit-Reset": f"{reset:.3f}",
             }
+
+    # ---- the market data API ----------------------------------------------------------------
+
+    def _latest(self, request: Request, key: str, book: dict[str, dict[str, Any]]) -> Response:
+        """`{"trades": {"AAPL": {...}}}`: the symbols asked for that have data; one the data API
+        does not know is left out (not an error), a malformed one is a 400."""
+        symbols = [s for s in request.query_params.get("symbols", "").split(",") if s]
+        if not symbols:
+            return error(400, "missing symbols", 40010001)
+        bad = [s for s in symbols if not SYMBOLS.fullmatch(s)]
+        if bad:
+            return error(400, f"invalid symbol: {bad[0]}", 40010001)
+        with self.lock:
+            found = {s: dict(book[s]) for s in symbols if s in book}
+        return JSONResponse({key: found})
+
+    async def latest_trades(self, request: Request) -> Response:
+        return self._latest(request, "trades", self.trades)
+
+    async def latest_quotes(self, request: Request) -> Response:
+        return self._latest(request, "quotes", self.quotes)
+
+    # ---- the trading API ------------------------------------------------------------------
 
     async def get_account(self, request: Request) -> Response:
         with self.lock:

@@ -52,6 +52,7 @@ def api(
             ALPACA_SECRET_KEY=SECRET_KEY,
             ALPACA_BASE_URL=fake.base_url,
             ALPACA_STREAM_URL=fake.stream_url,
+            ALPACA_DATA_URL=fake.data_url,
             MAX_ORDERS_PER_MINUTE="600",
             MAX_POSITION_SIZE="1000000",
             PORTFOLIO_HEAT_LIMIT="5",

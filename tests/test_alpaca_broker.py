@@ -6,6 +6,9 @@ only after asking Alpaca by client order id (no duplicate order); 500s, 429s wit
 headers and stalls neither hang nor fail the caller beyond ALPACA_HTTP_TIMEOUT; fills from the
 stream are booked once whatever the order, repetition or missing timestamp; missed fills are
 caught up by polling with the average price kept exact; no key or secret in any log or answer.
+Prices: the latest trade (else the quote midpoint) from the market data API, None on every
+failure within ALPACA_HTTP_TIMEOUT; the account's equity as floats, revalued at the engine's
+marks.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import pytest
 from alpaca.trading.models import TradeUpdate as AlpacaTradeUpdate
 from tradeengine_alpaca import AlpacaBroker
 from tradeengine_alpaca.ledger import Ledger, Snapshot, TradeUpdate
-from tradeengine_alpaca.rest import RateLimiter, rest_base_url, stream_url
+from tradeengine_alpaca.rest import RateLimiter, data_base_url, rest_base_url, stream_url
 from tradeengine_alpaca.stream import AUTH_FAILED
 
 from fake_alpaca import API_KEY, FAST, SECRET_KEY, FakeAlpaca, eventually
@@ -50,6 +53,7 @@ def alpaca_settings(fake: FakeAlpaca, **env: str) -> Settings:
             "ALPACA_SECRET_KEY": SECRET_KEY,
             "ALPACA_BASE_URL": fake.base_url + "/",
             "ALPACA_STREAM_URL": fake.stream_url,
+            "ALPACA_DATA_URL": fake.data_url + "/v2/",
             **FAST,
             **env,
         },
@@ -107,10 +111,12 @@ class Harness:
         self.fake = fake
         self.events: list[BrokerEvent] = []
         self.view = View()
+        self.marks: dict[str, float] = {}
+        """The engine's marks, as `context.mark` reads them."""
         self.executor = ThreadPoolExecutor(4)
         self.broker = AlpacaBroker(
             BrokerContext(
-                settings=settings, emit=self.emit, executor=self.executor, mark=lambda s: None
+                settings=settings, emit=self.emit, executor=self.executor, mark=self.marks.get
             )
         )
 
@@ -566,3 +572,123 @@ def test_urls_are_normalised_for_alpaca_py() -> None:
     assert stream_url("", "https://proxy.local/") == "wss://proxy.local/stream"
     assert stream_url("ws://127.0.0.1:9/x", "http://a") == "ws://127.0.0.1:9/x"
     assert stream_url("", "") is None
+    assert data_base_url("https://data.alpaca.markets/v2") == "https://data.alpaca.markets"
+
+
+# ---- prices and the account's equity ------------------------------------------------------
+
+
+def test_latest_price_is_the_latest_trade_else_the_quote_midpoint(
+    fake: FakeAlpaca, run: Callable[..., Any]
+) -> None:
+    async def test(h: Harness) -> None:
+        fake.set_price("AAPL", 101.25)
+        fake.set_quote("AAPL", 101.0, 101.5)
+        assert await h.broker.latest_price("AAPL") == 101.25
+        assert fake.requested("GET", "/v2/stocks/trades/latest") == [{"symbols": "AAPL"}]
+        assert fake.requested("GET", "/v2/stocks/quotes/latest") == []  # a trade is enough
+
+        fake.set_price("IBM", 50.0, trade=False)  # quoted, no trade yet
+        fake.set_quote("IBM", 49.5, 50.75)
+        assert await h.broker.latest_price("IBM") == 50.125
+        fake.set_quote("ONE", 0.0, 12.0)  # one-sided: no midpoint
+        assert await h.broker.latest_price("ONE") is None
+        assert await h.broker.latest_price("ZZZZ") is None  # unknown to the data API
+        assert fake.requested("GET", "/v2/stocks/quotes/latest")[-1] == {"symbols": "ZZZZ"}
+
+        market = h.broker.health()["market_data"]
+        assert market["endpoint"] == fake.data_url  # the `/v2/` of ALPACA_DATA_URL removed
+        assert (market["prices"], market["no_price"]) == (2, 2)
+        assert market["last"] == {"symbol": "IBM", "price": 50.125, "source": "quote"}
+        assert market["reachable"] and market["latency_ms"] > 0
+
+    run(test)
+
+
+def test_latest_price_failures_are_none_within_the_http_timeout_and_spare_trading(
+    fake: FakeAlpaca, run: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    async def test(h: Harness) -> None:
+        fake.set_price("AAPL", 100.0)
+        fake.fail("GET", "/v2/stocks/trades/latest", 500)
+        assert await h.broker.latest_price("AAPL") is None
+        assert "no price for AAPL" in caplog.text and "HTTP 500" in caplog.text
+        assert fake.requested("GET", "/v2/stocks/quotes/latest") == []  # not on an error
+
+        fake.stall("GET", "/v2/stocks/trades/latest", 3.0)
+        started = time.monotonic()
+        assert await h.broker.latest_price("AAPL") is None
+        assert time.monotonic() - started < 1.5  # ALPACA_HTTP_TIMEOUT=0.5, no retry
+        assert "ALPACA_HTTP_TIMEOUT" in caplog.text
+
+        # A 429 pauses the data API until Alpaca's reset; a market order is not held for it.
+        reset = time.time() + 3.0
+        fake.fail("GET", "/v2/stocks/trades", 429, headers={"X-Ratelimit-Reset": str(reset)})
+        assert await h.broker.latest_price("AAPL") is None
+        started = time.monotonic()
+        assert await h.broker.latest_price("AAPL") is None
+        assert time.monotonic() - started < 1.5
+        assert "rate limited" in caplog.text
+        # The trading API has a budget of its own and stayed reachable.
+        assert (await h.broker.test_connection())["ok"] and h.broker.connected
+        assert h.broker.health()["market_data"]["rate_limit"]["paused_seconds"] > 0
+        assert h.broker.health()["rate_limit"]["paused_seconds"] == 0
+
+    run(test)
+
+
+def test_the_data_apis_budget_is_its_own_and_respected_without_a_429(
+    fake: FakeAlpaca, run: Callable[..., Any]
+) -> None:
+    async def test(h: Harness) -> None:
+        fake.set_price("AAPL", 100.0)
+        fake.set_rate_limit(2, 30.0, api="data")
+        assert await h.broker.latest_price("AAPL") == 100.0
+        assert await h.broker.latest_price("AAPL") == 100.0  # X-Ratelimit-Remaining: 0
+        started = time.monotonic()
+        assert await h.broker.latest_price("AAPL") is None  # not sent: paused until reset
+        assert time.monotonic() - started < 1.5
+        assert (
+            fake.rate_limited == 0 and len(fake.requested("GET", "/v2/stocks/trades/latest")) == 2
+        )
+        for _ in range(3):
+            assert (await h.broker.test_connection())["ok"]
+
+    run(test)
+
+
+def test_latest_price_with_keys_the_data_api_refuses_is_none(fake: FakeAlpaca) -> None:
+    async def main() -> None:
+        harness = Harness(fake, alpaca_settings(fake))
+        harness.broker.data.client._secret_key = "rotated-data-secret"
+        fake.set_price("AAPL", 100.0)
+        try:
+            assert await harness.broker.latest_price("AAPL") is None
+            assert "HTTP 401" in (harness.broker.data.last_error or "")
+        finally:
+            await harness.broker.stop()
+            harness.executor.shutdown()
+
+    asyncio.run(main())
+
+
+def test_account_equity_is_alpacas_with_positions_at_the_engines_marks(
+    fake: FakeAlpaca, run: Callable[..., Any]
+) -> None:
+    async def test(h: Harness) -> None:
+        fake.last_equity = 99_000.5
+        assert await h.broker.account_equity() == (100_000.0, 99_000.5)
+        await h.submit(order("c-1", 10))
+        await eventually(lambda: fake.position_qty("AAPL") == 10)
+        fake.set_price("AAPL", 110.0)  # Alpaca values the position at 110
+        assert fake.account_figures() == (100_100.0, 99_000.5)
+        assert await h.broker.account_equity() == (100_100.0, 99_000.5)  # no mark: as is
+        h.marks["AAPL"] = 100.0  # the engine's book values it at 100 until its mark moves
+        assert await h.broker.account_equity() == (100_000.0, 99_000.5)
+        h.marks["AAPL"] = 110.0
+        assert await h.broker.account_equity() == (100_100.0, 99_000.5)
+        # The account call failing: the figures read at start, never SIM_STARTING_CASH.
+        fake.fail("GET", "/v2/account", 500, times=3)
+        assert await h.broker.account_equity() == (100_100.0, 99_000.5)
+
+    run(test)

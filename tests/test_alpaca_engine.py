@@ -3,7 +3,8 @@ by its entry point, alpaca-py's real clients against the fake Alpaca (tests/fake
 
 Submit, fills from the stream, positions, cancel all, the kill switch mirrored as
 `suspend_trade`, liquidation while halted, reset, reconciliation after a forced mismatch, a
-dropped stream, and a restart of tradeengine while orders are open at Alpaca.
+dropped stream, and a restart of tradeengine while orders are open at Alpaca. Prices: a
+market order with no mark is priced by Alpaca's market data API (else refused, no_mark).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def live_settings(fake: FakeAlpaca, **env: str) -> Settings:
             "ALPACA_SECRET_KEY": SECRET_KEY,
             "ALPACA_BASE_URL": fake.base_url,
             "ALPACA_STREAM_URL": fake.stream_url,
+            "ALPACA_DATA_URL": fake.data_url,
             "SYNTHETIC_FEED": "false",
             "MAX_ORDERS_PER_MINUTE": "600",
             "MAX_POSITION_SIZE": "1000000",
@@ -60,10 +62,11 @@ def broker_of(engine: Engine) -> AlpacaBroker:
     return engine.broker
 
 
-async def started(settings: Settings, store: Store) -> Engine:
+async def started(settings: Settings, store: Store, *, marks: bool = True) -> Engine:
     engine = Engine(settings, store=store)
     await engine.start()
-    await engine.set_marks({"AAPL": 100.0, "MSFT": 400.0}, actor="system")
+    if marks:
+        await engine.set_marks({"AAPL": 100.0, "MSFT": 400.0}, actor="system")
     broker = broker_of(engine)
     await eventually(lambda: broker.ready.is_set() and broker.connected)
     return engine
@@ -71,9 +74,13 @@ async def started(settings: Settings, store: Store) -> Engine:
 
 @pytest.fixture
 def run(fake: FakeAlpaca) -> Callable[..., Any]:
-    def runner(test: Callable[[Engine], Coroutine[Any, Any, T]], **env: str) -> T:
+    """`run(test, marks=True, **env)`: `marks=False` starts with no mark set by the test."""
+
+    def runner(
+        test: Callable[[Engine], Coroutine[Any, Any, T]], *, marks: bool = True, **env: str
+    ) -> T:
         async def main() -> T:
-            engine = await started(live_settings(fake, **env), MemoryStore())
+            engine = await started(live_settings(fake, **env), MemoryStore(), marks=marks)
             try:
                 return await test(engine)
             finally:
@@ -299,3 +306,56 @@ def test_an_alpaca_that_cannot_be_reached_stops_the_start(fake: FakeAlpaca) -> N
         await engine.stop()
 
     asyncio.run(main())
+
+
+# ---- prices and the account's equity ------------------------------------------------------
+
+
+def test_a_market_order_without_a_mark_is_priced_by_alpacas_data_api_and_fills(
+    fake: FakeAlpaca, run: Callable[..., Any]
+) -> None:
+    async def test(engine: Engine) -> None:
+        assert engine.gate.get_mark("AAPL") is None
+        fake.set_price("AAPL", 123.5)
+        order, _ = await engine.submit(buy(10))
+        await eventually(lambda: status_of(engine, order) == "filled")
+        assert engine.finished[order.id].filled_avg_price == 123.5
+        assert fake.requested("GET", "/v2/stocks/trades/latest") == [{"symbols": "AAPL"}]
+        # Within MARK_MAX_AGE the mark is fresh: the next order is checked without asking.
+        again, _ = await engine.submit(buy(1))
+        await eventually(lambda: status_of(engine, again) == "filled")
+        assert len(fake.requested("GET", "/v2/stocks/trades/latest")) == 1
+
+        fake.set_price("IBM", 50.0, trade=False)  # quoted, never traded yet
+        fake.set_quote("IBM", 49.5, 50.5)
+        quoted, _ = await engine.submit(buy(2, "IBM"))
+        await eventually(lambda: status_of(engine, quoted) == "filled")
+        assert fake.requested("GET", "/v2/stocks/quotes/latest") == [{"symbols": "IBM"}]
+        assert broker_of(engine).health()["market_data"]["prices"] == 2
+
+    run(test, marks=False, MARK_MAX_AGE="60")
+
+
+def test_a_market_order_the_data_api_cannot_price_is_refused_no_mark(
+    fake: FakeAlpaca, run: Callable[..., Any]
+) -> None:
+    async def test(engine: Engine) -> None:
+        with pytest.raises(OrderRejected) as unknown:
+            await engine.submit(buy(1, "ZZZZ"))  # no trade, no quote
+        assert unknown.value.rule == "no_mark"
+        fake.set_price("MSFT", 400.0)
+        fake.fail("GET", "/v2/stocks/trades/latest", 500)
+        with pytest.raises(OrderRejected) as failed:
+            await engine.submit(buy(1, "MSFT"))
+        assert failed.value.rule == "no_mark"
+        fake.stall("GET", "/v2/stocks/trades/latest", 3.0)
+        with pytest.raises(OrderRejected) as stalled:
+            await engine.submit(buy(1, "MSFT"))
+        assert stalled.value.rule == "no_mark"
+        assert fake.requested("POST", "/v2/orders") == []  # nothing reached Alpaca
+        # The data API being down is not the broker being down.
+        assert broker_of(engine).connected and connection_gauge(engine) == 1
+        ok, _ = await engine.submit(buy(1, "MSFT"))
+        await eventually(lambda: status_of(engine, ok) == "filled")
+
+    run(test, marks=False)

@@ -8,6 +8,10 @@ the stream, reconciles, and only then lets orders through. While the stream is d
 orders unacknowledged past ORDER_TIMEOUT, open orders are polled by id; every reconnect and
 every ALPACA_RECONCILE_INTERVAL seconds the open orders and positions at Alpaca are compared
 with the journal again. A difference that polling cannot explain engages the kill switch.
+
+Prices. The engine asks `latest_price(symbol)` before a market order when its mark is missing
+or older than MARK_MAX_AGE (Alpaca's market data API: the latest trade, else the latest quote's
+midpoint), and `account_equity()` once at start to seed its book with the account's equity.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from tradeengine.schemas import (
 )
 from tradeengine_alpaca.journal_view import JournalView
 from tradeengine_alpaca.ledger import Ledger, Snapshot, TradeUpdate
-from tradeengine_alpaca.rest import AlpacaError, AlpacaRest, backoff, stream_url
+from tradeengine_alpaca.rest import AlpacaData, AlpacaError, AlpacaRest, backoff, stream_url
 from tradeengine_alpaca.stream import TradeUpdateStream
 
 log = logging.getLogger("tradeengine_alpaca")
@@ -65,6 +69,11 @@ def _decimal(value: str | None) -> float | None:
         return None if value is None else float(value)
     except ValueError:
         return None
+
+
+def _price(value: float | None) -> float | None:
+    """A usable price: finite and above 0."""
+    return value if value is not None and math.isfinite(value) and value > 0 else None
 
 
 def account_summary(account: TradeAccount) -> dict[str, Any]:
@@ -133,6 +142,16 @@ class AlpacaBroker:
             backoff_min=settings.alpaca_backoff_min,
             backoff_max=settings.alpaca_backoff_max,
         )
+        self.data = AlpacaData(
+            api_key=settings.alpaca_api_key,
+            secret_key=settings.alpaca_secret_key,
+            data_url=settings.alpaca_data_url,
+            executor=context.executor,
+            timeout=settings.alpaca_http_timeout,
+            max_requests_per_minute=settings.alpaca_max_requests_per_minute,
+            backoff_min=settings.alpaca_backoff_min,
+            backoff_max=settings.alpaca_backoff_max,
+        )
         self.stream = TradeUpdateStream(
             api_key=settings.alpaca_api_key,
             secret_key=settings.alpaca_secret_key,
@@ -158,6 +177,7 @@ class AlpacaBroker:
         self._published: bool | None = None
         self._last_mismatch = ""
         self._stopped = False
+        self.market_data: dict[str, Any] = {"prices": 0, "no_price": 0}
 
     # ---- life cycle -------------------------------------------------------------------
 
@@ -398,6 +418,80 @@ class AlpacaBroker:
         responses = await self.rest.close_all_positions()
         return [str(r.symbol) for r in responses if r.status is not None and r.status < 300]
 
+    # ---- prices and the account's equity ----------------------------------------------
+
+    async def latest_price(self, symbol: str) -> float | None:
+        """The latest trade of `symbol` from Alpaca's market data API, else its latest quote's
+        midpoint; None (the engine then refuses the market order: no_mark) when Alpaca has
+        neither or cannot be asked. One call each, never retried, within ALPACA_HTTP_TIMEOUT."""
+        try:
+            trade = await self.data.latest_trade(symbol)
+            if trade is not None and _price(trade.price) is not None:
+                return self._priced(symbol, trade.price, "trade")
+            quote = await self.data.latest_quote(symbol)
+        except AlpacaError as exc:
+            self.market_data["no_price"] += 1
+            log.warning("no price for %s from Alpaca's market data API: %s", symbol, exc)
+            return None
+        if quote is not None:
+            bid, ask = _price(quote.bid_price), _price(quote.ask_price)
+            if bid is not None and ask is not None and ask >= bid:
+                return self._priced(symbol, (bid + ask) / 2, "quote")
+        self.market_data["no_price"] += 1
+        log.warning("no price for %s: Alpaca's market data API has no trade or quote", symbol)
+        return None
+
+    def _priced(self, symbol: str, price: float, source: str) -> float:
+        self.market_data["prices"] += 1
+        self.market_data["last"] = {"symbol": symbol, "price": price, "source": source}
+        return price
+
+    async def account_equity(self) -> tuple[float, float] | None:
+        """(equity, last_equity) of the Alpaca account, for the engine to seed its book with
+        at start: the day's PnL is measured from `last_equity` (yesterday's close).
+
+        Alpaca values the positions at its prices, the engine's book at its marks (after a
+        restart, the marks it saved before). The equity handed over is Alpaca's with every
+        position the engine has a mark for valued at that mark: the book's cash is then
+        Alpaca's, and once the marks move to Alpaca's prices the book's equity is exactly
+        Alpaca's, not counting the price move twice."""
+        try:
+            account = await self.rest.account()
+        except AlpacaError as exc:
+            # start() read the account moments ago: its figures are still Alpaca's.
+            log.warning(
+                "Alpaca account for the book's equity: %s; using the one read at start", exc
+            )
+        else:
+            self.account = account_summary(account)
+        equity, last_equity = self.account.get("equity"), self.account.get("last_equity")
+        if equity is None or last_equity is None:
+            return None
+        try:
+            positions = await self.rest.positions()
+        except AlpacaError as exc:
+            log.warning("Alpaca positions for the book's equity: %s; equity taken as is", exc)
+            return equity, last_equity
+        revalued = equity
+        for position in positions:
+            mark = self.context.mark(position.symbol)
+            price = _decimal(position.current_price)
+            if mark is not None and price is not None:
+                revalued -= self._signed_qty(position) * (price - mark)
+        if revalued != equity:
+            log.info(
+                "Alpaca equity %s is %s with the positions at the engine's marks",
+                equity,
+                revalued,
+            )
+        return revalued, last_equity
+
+    @staticmethod
+    def _signed_qty(position: Any) -> float:
+        qty = _decimal(position.qty) or 0.0
+        side = str(getattr(position.side, "value", position.side))
+        return -abs(qty) if side == "short" else qty
+
     # ---- the stream -------------------------------------------------------------------
 
     async def _on_message(self, message: dict[str, Any]) -> None:
@@ -636,9 +730,7 @@ class AlpacaBroker:
         positions = await self.rest.positions()
         at_alpaca: dict[str, float] = {}
         for position in positions:
-            qty = _decimal(position.qty) or 0.0
-            side = str(getattr(position.side, "value", position.side))
-            at_alpaca[position.symbol] = -abs(qty) if side == "short" else qty
+            at_alpaca[position.symbol] = self._signed_qty(position)
         journal = await self.view.positions()
         differences = []
         for symbol in sorted(set(at_alpaca) | set(journal)):
@@ -733,6 +825,18 @@ class AlpacaBroker:
                 "calls": self.rest.calls,
             },
             "rate_limit": self.rest.limiter.state(),
+            "market_data": {
+                "endpoint": self.data.endpoint,
+                "reachable": self.data.reachable,
+                "last_ok_at": _iso(self.data.last_ok_at),
+                "last_error": self.data.last_error,
+                "latency_ms": None
+                if self.data.latency_ms is None
+                else round(self.data.latency_ms, 3),
+                "calls": self.data.calls,
+                "rate_limit": self.data.limiter.state(),
+                **self.market_data,
+            },
             "polling": not stream.connected,
             "orders_tracked": len(self.ledger.unsettled()),
             "ready": self.ready.is_set(),

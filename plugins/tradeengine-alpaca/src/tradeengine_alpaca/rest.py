@@ -1,8 +1,9 @@
-"""alpaca-py's REST client made safe to call from the engine's event loop.
+"""alpaca-py's REST clients made safe to call from the engine's event loop.
 
-alpaca-py's `TradingClient` is blocking, sets no HTTP timeout, retries 429 and 504 by sleeping
-3 s in the calling thread, lets connection errors escape as raw `requests` exceptions and
-raises KeyError when asked for the `code` of a 401. `AlpacaRest` wraps it:
+alpaca-py's `TradingClient` and `StockHistoricalDataClient` are blocking, set no HTTP timeout,
+retry 429 and 504 by sleeping 3 s in the calling thread, let connection errors escape as raw
+`requests` exceptions and raise KeyError when asked for the `code` of a 401. `SdkCaller` wraps
+such a client (`AlpacaRest` the trading API, `AlpacaData` the market data API):
 
 - every call runs in the engine's broker thread pool, never on the event loop;
 - its session carries a timeout, so a stalled server costs at most ALPACA_HTTP_TIMEOUT;
@@ -27,6 +28,10 @@ from typing import Any, cast
 
 import requests
 from alpaca.common.exceptions import APIError
+from alpaca.common.rest import RESTClient
+from alpaca.data.historical.stock import StockHistoricalDataClient
+from alpaca.data.models import Quote, Trade
+from alpaca.data.requests import StockLatestQuoteRequest, StockLatestTradeRequest
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import QueryOrderStatus
 from alpaca.trading.models import (
@@ -180,16 +185,26 @@ def stream_url(stream: str, base_url: str) -> str | None:
     return f"{ws_scheme}{sep}{rest_of_url}/stream"
 
 
-class AlpacaRest:
-    """The TradingClient, called from asyncio. One per broker."""
+def data_base_url(data_url: str) -> str | None:
+    """ALPACA_DATA_URL as alpaca-py needs it (like `rest_base_url`); None means Alpaca's own
+    data endpoint."""
+    return rest_base_url(data_url)
+
+
+class SdkCaller:
+    """A blocking alpaca-py REST client, called from asyncio (see the module doc). Each has
+    its own rate limiter and its own reachability: the market data API failing does not make
+    the trading API look down."""
+
+    token_wait: float | None = None
+    """The longest wait for a rate-limit token before the call fails (None: no limit)."""
 
     def __init__(
         self,
+        client: RESTClient,
         *,
         api_key: str,
         secret_key: str,
-        paper: bool,
-        base_url: str,
         executor: Executor,
         timeout: float,
         max_requests_per_minute: int,
@@ -199,15 +214,10 @@ class AlpacaRest:
     ) -> None:
         self.executor = executor
         self.limiter = RateLimiter(max_requests_per_minute)
-        self.client = TradingClient(
-            api_key=api_key,
-            secret_key=secret_key,
-            paper=paper,
-            url_override=rest_base_url(base_url),
-        )
+        self.client = client
         # alpaca-py sleeps 3 s in our worker thread on 429/504 and sets no timeout.
-        self.client._retry = 0
-        self.client._session = _TimeoutSession(timeout, self.limiter)
+        client._retry = 0
+        client._session = _TimeoutSession(timeout, self.limiter)
         self.timeout = timeout
         self.backoff_min = backoff_min
         self.backoff_max = backoff_max
@@ -221,7 +231,8 @@ class AlpacaRest:
 
     @property
     def endpoint(self) -> str:
-        return str(self.client._base_url)
+        url = self.client._base_url  # a str, or alpaca-py's BaseURL enum
+        return str(getattr(url, "value", url))
 
     def scrub(self, text: str) -> str:
         """The text without the API key or secret in it (they never belong in a log)."""
@@ -230,12 +241,12 @@ class AlpacaRest:
         return text
 
     async def call(self, what: str, fn: Callable[..., Any], *args: Any, retry: bool = True) -> Any:
-        """Runs `fn(*args)` (a TradingClient method) in the thread pool. Transient failures are
+        """Runs `fn(*args)` (a method of the client) in the thread pool. Transient failures are
         retried with backoff when `retry` (idempotent calls only); raises AlpacaError."""
         attempts = self.attempts if retry else 1
         loop = asyncio.get_running_loop()
         for attempt in range(1, attempts + 1):
-            await self.limiter.acquire()
+            await self._token(what)
             started = time.perf_counter()
             self.calls += 1
             try:
@@ -255,6 +266,19 @@ class AlpacaRest:
             self.reachable = True
             return result
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _token(self, what: str) -> None:
+        if self.token_wait is None:
+            await self.limiter.acquire()
+            return
+        try:
+            await asyncio.wait_for(self.limiter.acquire(), self.token_wait)
+        except TimeoutError:
+            raise AlpacaError(
+                f"Alpaca {what} not sent: rate limited for more than {self.token_wait}s "
+                "(ALPACA_MAX_REQUESTS_PER_MINUTE, or Alpaca's 429 until its reset)",
+                transient=True,
+            ) from None
 
     def classify(self, what: str, exc: Exception) -> AlpacaError:
         """One error type for everything alpaca-py and requests raise, by HTTP status."""
@@ -296,6 +320,44 @@ class AlpacaRest:
                 status=200,
             )
         return AlpacaError(self.scrub(f"Alpaca {what} failed: {type(exc).__name__}: {exc}"))
+
+
+class AlpacaRest(SdkCaller):
+    """The TradingClient, called from asyncio. One per broker."""
+
+    client: TradingClient
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        secret_key: str,
+        paper: bool,
+        base_url: str,
+        executor: Executor,
+        timeout: float,
+        max_requests_per_minute: int,
+        backoff_min: float,
+        backoff_max: float,
+        attempts: int = 3,
+    ) -> None:
+        client = TradingClient(
+            api_key=api_key,
+            secret_key=secret_key,
+            paper=paper,
+            url_override=rest_base_url(base_url),
+        )
+        super().__init__(
+            client,
+            api_key=api_key,
+            secret_key=secret_key,
+            executor=executor,
+            timeout=timeout,
+            max_requests_per_minute=max_requests_per_minute,
+            backoff_min=backoff_min,
+            backoff_max=backoff_max,
+            attempts=attempts,
+        )
 
     # ---- the calls the broker makes, typed ------------------------------------------------
 
@@ -365,3 +427,57 @@ class AlpacaRest:
                 "set account configurations", self.client.set_account_configurations, configuration
             ),
         )
+
+
+class AlpacaData(SdkCaller):
+    """The StockHistoricalDataClient (Alpaca's market data API), called from asyncio: the
+    latest trade or quote of a symbol. It is asked on the way of a market order, which is
+    refused (no_mark) rather than kept waiting: never retried, and a rate-limit pause longer
+    than ALPACA_HTTP_TIMEOUT fails the call instead of holding the order."""
+
+    client: StockHistoricalDataClient
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        secret_key: str,
+        data_url: str,
+        executor: Executor,
+        timeout: float,
+        max_requests_per_minute: int,
+        backoff_min: float,
+        backoff_max: float,
+    ) -> None:
+        client = StockHistoricalDataClient(
+            api_key=api_key, secret_key=secret_key, url_override=data_base_url(data_url)
+        )
+        super().__init__(
+            client,
+            api_key=api_key,
+            secret_key=secret_key,
+            executor=executor,
+            timeout=timeout,
+            max_requests_per_minute=max_requests_per_minute,
+            backoff_min=backoff_min,
+            backoff_max=backoff_max,
+            attempts=1,
+        )
+        self.token_wait = timeout
+
+    async def latest_trade(self, symbol: str) -> Trade | None:
+        """`GET /v2/stocks/trades/latest?symbols=SYMBOL`; None when Alpaca has no trade (a
+        symbol it does not know is left out of its answer)."""
+        request = StockLatestTradeRequest(symbol_or_symbols=symbol)
+        trades = await self.call(
+            "get latest trade", self.client.get_stock_latest_trade, request, retry=False
+        )
+        return cast(dict[str, Trade], trades).get(symbol)
+
+    async def latest_quote(self, symbol: str) -> Quote | None:
+        """`GET /v2/stocks/quotes/latest?symbols=SYMBOL`; None when Alpaca has no quote."""
+        request = StockLatestQuoteRequest(symbol_or_symbols=symbol)
+        quotes = await self.call(
+            "get latest quote", self.client.get_stock_latest_quote, request, retry=False
+        )
+        return cast(dict[str, Quote], quotes).get(symbol)
