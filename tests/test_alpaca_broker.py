@@ -7,16 +7,17 @@ headers and stalls neither hang nor fail the caller beyond ALPACA_HTTP_TIMEOUT; 
 stream are booked once whatever the order, repetition or missing timestamp; missed fills are
 caught up by polling with the average price kept exact; no key or secret in any log or answer.
 Prices: the latest trade (else the quote midpoint) from the market data API, None on every
-failure within ALPACA_HTTP_TIMEOUT; the account's equity as floats, revalued at the engine's
-marks.
+failure within ALPACA_HTTP_TIMEOUT; fills and positions fed as marks, never an old price; the
+account's equity as floats, revalued at the engine's marks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -27,7 +28,7 @@ from tradeengine_alpaca.ledger import Ledger, Snapshot, TradeUpdate
 from tradeengine_alpaca.rest import RateLimiter, data_base_url, rest_base_url, stream_url
 from tradeengine_alpaca.stream import AUTH_FAILED
 
-from fake_alpaca import API_KEY, FAST, SECRET_KEY, FakeAlpaca, eventually
+from fake_alpaca import API_KEY, FAST, SECRET_KEY, FakeAlpaca, eventually, nanosecond_iso
 from tradeengine.broker import BrokerContext
 from tradeengine.errors import EngineError
 from tradeengine.schemas import (
@@ -83,6 +84,7 @@ class View:
         self.records: list[tuple[str, str]] = []
         self.halts: list[str] = []
         self.connected: list[bool] = []
+        self.marks: list[dict[str, float]] = []
 
     async def open_orders(self) -> list[Order]:
         return [o for o in self.orders.values() if o.is_open]
@@ -104,6 +106,9 @@ class View:
 
     def set_connected(self, connected: bool) -> None:
         self.connected.append(connected)
+
+    async def set_marks(self, prices: Mapping[str, float]) -> None:
+        self.marks.append(dict(prices))
 
 
 class Harness:
@@ -690,5 +695,56 @@ def test_account_equity_is_alpacas_with_positions_at_the_engines_marks(
         # The account call failing: the figures read at start, never SIM_STARTING_CASH.
         fake.fail("GET", "/v2/account", 500, times=3)
         assert await h.broker.account_equity() == (100_100.0, 99_000.5)
+
+    run(test)
+
+
+def test_fills_and_positions_feed_marks_never_an_old_price(
+    fake: FakeAlpaca, run: Callable[..., Any]
+) -> None:
+    async def test(h: Harness) -> None:
+        await h.submit(order("c-1", 10))
+        await eventually(lambda: h.view.marks)
+        assert h.view.marks == [{"AAPL": 100.0}]  # the fill's price, from the stream
+        fake.set_price("AAPL", 101.0, trade=False)  # no fill: Alpaca revalues the position
+        assert await h.broker.reconcile("test")
+        assert h.view.marks[-1] == {"AAPL": 101.0}  # the position's current_price
+
+        await h.submit(order("c-2", 5, type="limit", limit_price=100.0))
+        update = fake.fill("c-2", 5, 99.0)
+        await eventually(lambda: h.fills("c-2"))
+        assert h.view.marks[-1] == {"AAPL": 99.0}  # newer than the position's price
+
+        # A fill older than MARK_MAX_AGE (5 s), or older than the price the engine has from
+        # here, is booked but is not a mark.
+        await h.submit(order("c-3", 2, type="limit", limit_price=100.0))
+        await eventually(lambda: fake.order("c-3")["status"] == "new")
+        fake.hold_events()  # the held updates are the dicts returned here: edited before sent
+        before = fake.fill("c-3", 1, 98.0)
+        stale = fake.fill("c-3", 1, 97.0)
+        fed = dt.datetime.fromisoformat(update["data"]["timestamp"]).timestamp()
+        before["data"]["timestamp"] = nanosecond_iso(fed - 0.5)
+        stale["data"]["timestamp"] = "2020-01-02T15:00:00Z"
+        fake.release_events()
+        await eventually(lambda: len(h.fills("c-3")) == 2)
+        await asyncio.sleep(0.1)
+        assert len(h.view.marks) == 3
+        assert h.broker.health()["market_data"]["marks_fed"] == 3
+
+    run(test)
+
+
+def test_marks_the_engine_refuses_are_logged_not_raised(
+    fake: FakeAlpaca, run: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    async def test(h: Harness) -> None:
+        async def refuse(prices: Mapping[str, float]) -> None:
+            raise EngineError("symbol 'AAPL' is not well formed")
+
+        h.view.set_marks = refuse  # type: ignore[method-assign]
+        await h.submit(order("c-1", 10))
+        await eventually(lambda: h.fills("c-1"))
+        await eventually(lambda: "marks from Alpaca not applied (AAPL)" in caplog.text)
+        assert h.broker.connected and h.broker.health()["market_data"]["marks_fed"] == 0
 
     run(test)

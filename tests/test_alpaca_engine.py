@@ -4,7 +4,8 @@ by its entry point, alpaca-py's real clients against the fake Alpaca (tests/fake
 Submit, fills from the stream, positions, cancel all, the kill switch mirrored as
 `suspend_trade`, liquidation while halted, reset, reconciliation after a forced mismatch, a
 dropped stream, and a restart of tradeengine while orders are open at Alpaca. Prices: a
-market order with no mark is priced by Alpaca's market data API (else refused, no_mark).
+market order with no mark is priced by Alpaca's market data API (else refused, no_mark); the
+book's equity and daily PnL are the Alpaca account's, across a restart too.
 """
 
 from __future__ import annotations
@@ -322,9 +323,14 @@ def test_a_market_order_without_a_mark_is_priced_by_alpacas_data_api_and_fills(
         assert engine.finished[order.id].filled_avg_price == 123.5
         assert fake.requested("GET", "/v2/stocks/trades/latest") == [{"symbols": "AAPL"}]
         # Within MARK_MAX_AGE the mark is fresh: the next order is checked without asking.
+        fake.auto_fill = False
         again, _ = await engine.submit(buy(1))
-        await eventually(lambda: status_of(engine, again) == "filled")
         assert len(fake.requested("GET", "/v2/stocks/trades/latest")) == 1
+        # Its fill, at a price the data API never showed, is the mark now (from the stream).
+        fake.fill(again.client_order_id, 1, 124.0)
+        await eventually(lambda: engine.gate.get_mark("AAPL") == 124.0)
+        assert status_of(engine, again) == "filled"
+        fake.auto_fill = True
 
         fake.set_price("IBM", 50.0, trade=False)  # quoted, never traded yet
         fake.set_quote("IBM", 49.5, 50.5)
@@ -359,3 +365,41 @@ def test_a_market_order_the_data_api_cannot_price_is_refused_no_mark(
         await eventually(lambda: status_of(engine, ok) == "filled")
 
     run(test, marks=False)
+
+
+def test_the_books_equity_and_daily_pnl_are_the_alpaca_accounts_across_a_restart(
+    fake: FakeAlpaca,
+) -> None:
+    def figures(engine: Engine) -> tuple[float, float]:
+        account = engine.gate.account()
+        return round(account["equity"], 6), round(account["daily_pnl"], 6)
+
+    async def main() -> None:
+        fake.last_equity = 99_000.0  # yesterday's close: the day is 1,000 up
+        settings = live_settings(fake, MARK_MAX_AGE="60")
+        store = MemoryStore()
+        first = await started(settings, store, marks=False)
+        try:
+            assert figures(first) == (100_000.0, 1_000.0) != (first.settings.sim_starting_cash, 0)
+            order, _ = await first.submit(buy(10))  # priced by the data API at 100
+            await eventually(lambda: status_of(first, order) == "filled")
+            assert fake.account_figures() == (100_000.0, 99_000.0)
+            assert figures(first) == (100_000.0, 1_000.0)
+        finally:
+            await first.stop()
+
+        fake.set_price("AAPL", 110.0, trade=False)  # while tradeengine is down: +100
+        assert fake.account_figures() == (100_100.0, 99_000.0)
+        second = await started(settings, store, marks=False)
+        try:
+            # Seeded at the saved mark (100), then reconciliation marks AAPL at Alpaca's 110:
+            # the move is counted once.
+            await eventually(lambda: second.gate.get_mark("AAPL") == 110.0)
+            assert figures(second) == (100_100.0, 1_100.0)
+            account = second.gate.account()
+            assert account["peak_equity"] == 100_100.0 and account["drawdown"] == 0
+            assert [p.qty for p in second.positions()] == [10]
+        finally:
+            await second.stop()
+
+    asyncio.run(main())

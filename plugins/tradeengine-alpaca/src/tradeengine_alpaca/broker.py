@@ -12,12 +12,15 @@ with the journal again. A difference that polling cannot explain engages the kil
 Prices. The engine asks `latest_price(symbol)` before a market order when its mark is missing
 or older than MARK_MAX_AGE (Alpaca's market data API: the latest trade, else the latest quote's
 midpoint), and `account_equity()` once at start to seed its book with the account's equity.
+What Alpaca sends anyway is fed to the engine as marks: the price of every fill on the stream
+and the `current_price` of every position read by reconciliation.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import math
 import time
@@ -74,6 +77,20 @@ def _decimal(value: str | None) -> float | None:
 def _price(value: float | None) -> float | None:
     """A usable price: finite and above 0."""
     return value if value is not None and math.isfinite(value) and value > 0 else None
+
+
+def _unix(timestamp: str | dt.datetime | None) -> float | None:
+    """Alpaca's RFC 3339 time (nanoseconds are cut to microseconds) as a Unix time."""
+    if not timestamp:
+        return None
+    try:
+        if isinstance(timestamp, str):
+            timestamp = dt.datetime.fromisoformat(timestamp)
+        if timestamp.tzinfo is None:
+            timestamp = timestamp.replace(tzinfo=dt.UTC)
+        return timestamp.timestamp()
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def account_summary(account: TradeAccount) -> dict[str, Any]:
@@ -177,7 +194,10 @@ class AlpacaBroker:
         self._published: bool | None = None
         self._last_mismatch = ""
         self._stopped = False
-        self.market_data: dict[str, Any] = {"prices": 0, "no_price": 0}
+        self._priced_at: dict[str, float] = {}
+        """Per symbol, the (Unix) time of the newest price given to the engine: an older one
+        never replaces it."""
+        self.market_data: dict[str, Any] = {"prices": 0, "no_price": 0, "marks_fed": 0}
 
     # ---- life cycle -------------------------------------------------------------------
 
@@ -427,7 +447,7 @@ class AlpacaBroker:
         try:
             trade = await self.data.latest_trade(symbol)
             if trade is not None and _price(trade.price) is not None:
-                return self._priced(symbol, trade.price, "trade")
+                return self._priced(symbol, trade.price, "trade", _unix(trade.timestamp))
             quote = await self.data.latest_quote(symbol)
         except AlpacaError as exc:
             self.market_data["no_price"] += 1
@@ -436,14 +456,16 @@ class AlpacaBroker:
         if quote is not None:
             bid, ask = _price(quote.bid_price), _price(quote.ask_price)
             if bid is not None and ask is not None and ask >= bid:
-                return self._priced(symbol, (bid + ask) / 2, "quote")
+                return self._priced(symbol, (bid + ask) / 2, "quote", _unix(quote.timestamp))
         self.market_data["no_price"] += 1
         log.warning("no price for %s: Alpaca's market data API has no trade or quote", symbol)
         return None
 
-    def _priced(self, symbol: str, price: float, source: str) -> float:
+    def _priced(self, symbol: str, price: float, source: str, at: float | None) -> float:
         self.market_data["prices"] += 1
         self.market_data["last"] = {"symbol": symbol, "price": price, "source": source}
+        if at is not None:
+            self._priced_at[symbol] = max(self._priced_at.get(symbol, at), at)
         return price
 
     async def account_equity(self) -> tuple[float, float] | None:
@@ -453,8 +475,8 @@ class AlpacaBroker:
         Alpaca values the positions at its prices, the engine's book at its marks (after a
         restart, the marks it saved before). The equity handed over is Alpaca's with every
         position the engine has a mark for valued at that mark: the book's cash is then
-        Alpaca's, and once the marks move to Alpaca's prices the book's equity is exactly
-        Alpaca's, not counting the price move twice."""
+        Alpaca's, and once the marks move to Alpaca's prices (reconciliation feeds them) the
+        book's equity is exactly Alpaca's, not counting the price move twice."""
         try:
             account = await self.rest.account()
         except AlpacaError as exc:
@@ -492,6 +514,31 @@ class AlpacaBroker:
         side = str(getattr(position.side, "value", position.side))
         return -abs(qty) if side == "short" else qty
 
+    async def _feed_marks(self, prices: Mapping[str, tuple[float | None, float | None]]) -> None:
+        """Gives the engine prices Alpaca sent anyway, {symbol: (price, unix time)}: a price
+        older than MARK_MAX_AGE, or older than one the engine already has from here, is left
+        out. Never raises."""
+        if self.view is None or self._stopped:
+            return
+        now = time.time()
+        marks: dict[str, float] = {}
+        for symbol, (value, at) in prices.items():
+            price = _price(value)
+            if price is None or at is None or now - at > self.settings.mark_max_age:
+                continue
+            if at <= self._priced_at.get(symbol, -math.inf):
+                continue
+            self._priced_at[symbol] = at
+            marks[symbol] = price
+        if not marks:
+            return
+        try:
+            await self.view.set_marks(marks)
+        except Exception as exc:
+            log.warning("marks from Alpaca not applied (%s): %s", ", ".join(sorted(marks)), exc)
+            return
+        self.market_data["marks_fed"] += len(marks)
+
     # ---- the stream -------------------------------------------------------------------
 
     async def _on_message(self, message: dict[str, Any]) -> None:
@@ -502,6 +549,7 @@ class AlpacaBroker:
                 return
             if self.ledger.get(update.order.client_order_id) is not None:
                 await self._emit(self.ledger.on_trade_update(update))
+                await self._feed_fill_mark(update)
             elif (
                 update.event in ("fill", "partial_fill")
                 and update.execution_id
@@ -519,8 +567,15 @@ class AlpacaBroker:
                         at=update.timestamp or utc_now(),
                     )
                 )
+                await self._feed_fill_mark(update)
         except Exception:
             log.exception("ERROR Alpaca trade update could not be applied: %s", message)
+
+    async def _feed_fill_mark(self, update: TradeUpdate) -> None:
+        """The price of an execution is a trade of the symbol: a mark (when it is recent)."""
+        if update.event in ("fill", "partial_fill") and update.order.symbol:
+            at = _unix(update.timestamp)
+            await self._feed_marks({update.order.symbol: (update.price, at)})
 
     def _on_stream_change(self, connected: bool) -> None:
         if connected:
@@ -727,10 +782,13 @@ class AlpacaBroker:
 
     async def _position_differences(self) -> list[dict[str, Any]]:
         assert self.view is not None
+        asked_at = time.time()
         positions = await self.rest.positions()
         at_alpaca: dict[str, float] = {}
         for position in positions:
             at_alpaca[position.symbol] = self._signed_qty(position)
+        # Alpaca's current price of each position: a mark, stamped with the time it was asked.
+        await self._feed_marks({p.symbol: (_decimal(p.current_price), asked_at) for p in positions})
         journal = await self.view.positions()
         differences = []
         for symbol in sorted(set(at_alpaca) | set(journal)):

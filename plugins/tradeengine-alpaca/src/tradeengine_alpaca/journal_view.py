@@ -1,14 +1,17 @@
 """What the Alpaca broker needs of the engine, and nothing more: the journal's open orders and
 positions to reconcile against, a place to record differences, the kill switch to halt with,
-and the connection gauge. `EngineView` reads them from the engine that `on_start` hands the
-plugin; tests of the broker alone give it a view of their own.
+the connection gauge, and the marks (prices Alpaca sent: fills, positions). `EngineView` reads
+them from the engine that `on_start` hands the plugin; tests of the broker alone give it a view
+of their own.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any, Protocol
 
+from tradeengine.engine import SYSTEM
 from tradeengine.schemas import AuditRecord, Order, utc_now
 
 ACTOR = "alpaca"
@@ -37,6 +40,10 @@ class JournalView(Protocol):
 
     def set_connected(self, connected: bool) -> None:
         """Publishes `broker_connection_status{broker="alpaca"}`."""
+        ...
+
+    async def set_marks(self, prices: Mapping[str, float]) -> None:
+        """Marks the symbols at these prices (the gate's checks, the book's PnL, MARK_MAX_AGE)."""
         ...
 
 
@@ -81,3 +88,8 @@ class EngineView:
         gauge = getattr(metrics, "broker_status", None)
         if gauge is not None:
             gauge.labels(broker=self.engine.settings.broker_name).set(1 if connected else 0)
+
+    async def set_marks(self, prices: Mapping[str, float]) -> None:
+        # The engine's own feeds mark as actor `system`, the one actor allowed to in live mode;
+        # the gate's daily-loss and drawdown checks run on these marks as on any other.
+        await self.engine.set_marks(dict(prices), actor=SYSTEM)
