@@ -310,21 +310,33 @@ class DifferentialGates(RuleBasedStateMachine):
         self.used.append(cid)
         return cid
 
-    def check_both(self, kwargs: dict[str, Any], now: float) -> None:
+    def check_both(self, kwargs: dict[str, Any], now: float, revoke: bool = False) -> None:
+        """One order through both gates; with `revoke`, an accept is undone at once, as the
+        engine does when a risk plugin or the journal refuses the order."""
         rust = self.rust.check(**kwargs, now=now)
         model = self.model.check(**kwargs, now=now)
         assert_same_decision(f"check({kwargs}, now={now})", rust, model)
-        if rust is None:
-            self.accepted.append(kwargs["client_order_id"])
+        if rust is not None:
+            return
+        cid, liquidation = kwargs["client_order_id"], kwargs["liquidation"]
+        if revoke:
+            rust_revoked = self.rust.revoke(cid, liquidation)
+            model_revoked = self.model.revoke(cid, liquidation)
+            assert_same(f"revoke({cid}, {liquidation})", rust_revoked, model_revoked)
+            self.same_state()
+        else:
+            self.accepted.append(cid)
 
     @rule(
         specs=st.lists(order_specs, min_size=1, max_size=3),
         stale=st.sampled_from((0.0,) * 9 + (5.0,)),
+        revoke=st.sampled_from((False,) * 4 + (True,)),
     )
-    def submit(self, specs: list[OrderSpec], stale: float) -> None:
-        """Orders one by one; now and then at a `now` behind the latest (a late caller)."""
+    def submit(self, specs: list[OrderSpec], stale: float, revoke: bool) -> None:
+        """Orders one by one; now and then at a `now` behind the latest (a late caller), and
+        now and then each accept revoked."""
         for spec in specs:
-            self.check_both(self.order(spec), self.now - stale)
+            self.check_both(self.order(spec), self.now - stale, revoke)
 
     @rule(specs=st.lists(order_specs, min_size=1, max_size=4))
     def submit_batch(self, specs: list[OrderSpec]) -> None:
@@ -446,7 +458,8 @@ class DifferentialGates(RuleBasedStateMachine):
 
     @rule(pick=st.integers(0, 1_000), known=st.booleans(), liquidation=st.booleans())
     def revoke(self, pick: int, known: bool, liquidation: bool) -> None:
-        """Undoing an accept (the engine's path when a plugin or the journal refuses)."""
+        """Revoking any order, also one that has (partly) filled or is not resting, with
+        either liquidation flag."""
         resting = [r[0] for r in self.model.resting_orders()]
         if known and resting:
             cid = resting[pick % len(resting)]
@@ -496,7 +509,8 @@ class DifferentialGates(RuleBasedStateMachine):
     @rule(
         what=st.sampled_from(("engage", "reset", "reset", "reducing", "active", "active")),
         actor=st.sampled_from(("alice", "ops")),
-        reason=st.sampled_from(("runaway strategy", "fixed")),
+        # U+001F is not whitespace to Rust's trim (it is to Python's strip): a valid reason.
+        reason=st.sampled_from(("runaway strategy", "fixed", "\x1f")),
     )
     def control(self, what: str, actor: str, reason: str) -> None:
         """Kill switch engage and reset (compared returns), reduce-only mode on and off."""
