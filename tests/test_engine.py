@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -538,3 +539,17 @@ def test_live_mode_prices_market_orders_from_the_broker_and_seeds_equity() -> No
         await engine.stop()
 
     asyncio.run(main())
+
+
+def test_order_ids_are_unique_uuid7_that_sort_by_creation_time() -> None:
+    import uuid
+
+    from tradeengine.schemas import time_ordered_id
+
+    ids = [time_ordered_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    assert all(uuid.UUID(i).version == 7 for i in ids)
+    first, later = ids[0], None
+    time.sleep(0.002)
+    later = time_ordered_id()
+    assert later > first

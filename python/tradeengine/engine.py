@@ -62,6 +62,7 @@ from tradeengine.schemas import (
     RiskConfigUpdate,
     ThrottleConfig,
     ThrottleConfigUpdate,
+    time_ordered_id,
     utc_now,
 )
 from tradeengine.settings import Settings
@@ -313,7 +314,7 @@ class Engine:
             raise OrderRejected.for_rule(
                 "shutting_down", "the engine is not accepting orders (shutting down or starting)"
             )
-        client_order_id = request.client_order_id or str(uuid.uuid4())
+        client_order_id = request.client_order_id or time_ordered_id()
         if request.type == "market" and not self.settings.backtest:
             await self._fresh_mark(request.symbol)
         existing = await self._existing(client_order_id)
@@ -344,7 +345,7 @@ class Engine:
             raise OrderRejected.for_rule(rule, reason, retry_after)
         now = utc_now()
         order = Order(
-            id=str(uuid.uuid4()),
+            id=time_ordered_id(),
             client_order_id=client_order_id,
             symbol=request.symbol,
             side=request.side,

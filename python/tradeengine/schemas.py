@@ -7,6 +7,9 @@ defaults: the journal outlives the code that wrote it.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import time
+import uuid
 from typing import Any, Literal
 
 import msgspec
@@ -30,6 +33,16 @@ OPEN_STATUSES: frozenset[str] = frozenset(
     {"pending_new", "new", "accepted", "partially_filled", "pending_cancel"}
 )
 TERMINAL_STATUSES: frozenset[str] = frozenset({"filled", "canceled", "expired", "rejected"})
+
+
+def time_ordered_id() -> str:
+    """A UUID version 7 (RFC 9562): 48 bits of Unix milliseconds, then random bits. New ids
+    sort after old ones, so the journal's indexes grow at their end instead of at random
+    pages (cheaper commits), while staying unguessable and formatted as Alpaca's ids are."""
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10)) & ((1 << 80) - 1)
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 9562 variant
+    return str(uuid.UUID(int=value))
 
 
 def utc_now() -> str:
