@@ -69,8 +69,11 @@ def test_prometheus_config_is_valid(tmp_path: Path) -> None:
     tool = promtool()
     config = (DEPLOY / "prometheus" / "prometheus.yml").read_text()
     shutil.copy(DEPLOY / "prometheus" / "alerts.yml", tmp_path / "alerts.yml")
+    (tmp_path / "token").write_text("te_example\n")
     (tmp_path / "prometheus.yml").write_text(
-        config.replace("/etc/prometheus/alerts.yml", str(tmp_path / "alerts.yml"))
+        config.replace("/etc/prometheus/alerts.yml", str(tmp_path / "alerts.yml")).replace(
+            "/etc/prometheus/tradeengine.token", str(tmp_path / "token")
+        )
     )
     subprocess.run([tool, "check", "config", str(tmp_path / "prometheus.yml")], check=True)
 
