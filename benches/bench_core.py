@@ -7,25 +7,12 @@ figures and assert none.
 from __future__ import annotations
 
 import itertools
-import math
 
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from tradeengine import Gate
+from tradeengine.bench import open_gate
 
 NO_EXTRAS: tuple[None, None, str, bool, bool, None] = (None, None, "day", False, False, None)
-
-
-def open_gate() -> Gate:
-    gate = Gate(
-        max_orders_per_minute=10_000_000,
-        max_position_size=math.inf,
-        portfolio_heat_limit=1e9,
-        max_daily_loss=-1e12,
-        max_drawdown=1.0,
-    )
-    gate.mark("AAPL", 100.0)
-    return gate
 
 
 def test_gate_check_accept_then_cancel(benchmark: BenchmarkFixture) -> None:
@@ -80,15 +67,7 @@ def test_reference_model_check_accept_then_cancel(benchmark: BenchmarkFixture) -
     within a benchmark."""
     from reference_model import ReferenceGate
 
-    gate = ReferenceGate(
-        max_orders_per_minute=10_000_000,
-        max_position_size=math.inf,
-        portfolio_heat_limit=1e9,
-        max_daily_loss=-1e12,
-        max_drawdown=1.0,
-        now=0.0,
-    )
-    gate.mark("AAPL", 100.0, at=0.0)
+    gate = open_gate(ReferenceGate)
     ids = (f"c{i}" for i in itertools.count())
     check, cancel = gate.check, gate.on_cancel
 
