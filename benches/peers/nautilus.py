@@ -31,7 +31,7 @@ def nautilus_orders_per_second(orders: int) -> dict[str, Any]:
     from nautilus_trader.test_kit.providers import TestInstrumentProvider
     from nautilus_trader.trading.strategy import Strategy
 
-    class OneOrderPerQuote(StrategyConfig, frozen=True):
+    class OneOrderPerQuote(StrategyConfig, frozen=True):  # type: ignore[call-arg,unused-ignore]
         instrument_id: InstrumentId
 
     class Submitter(Strategy):
