@@ -242,8 +242,8 @@ impl Book {
         self.resting.reserve(additional);
     }
 
-    pub fn reserve(&mut self, client_order_id: &str, resting: Resting) {
-        if let Some(old) = self.resting.remove(client_order_id) {
+    pub fn reserve(&mut self, client_order_id: String, resting: Resting) {
+        if let Some(old) = self.resting.remove(&client_order_id) {
             self.unreserve(&old, old.remaining);
         }
         match self.exposure.get_mut(&resting.symbol) {
@@ -255,7 +255,7 @@ impl Book {
             }
         }
         self.resting_risk_total += resting.risk;
-        self.resting.insert(client_order_id.to_owned(), resting);
+        self.resting.insert(client_order_id, resting);
     }
 
     fn unreserve(&mut self, resting: &Resting, qty: f64) {
@@ -469,7 +469,7 @@ mod tests {
             stop_loss: Some(95.0),
             risk: 50.0,
         };
-        b.reserve("o1", r);
+        b.reserve("o1".into(), r);
         assert_eq!(b.exposure("AAPL").buy_qty, 10.0);
         assert_eq!(b.risk(), 50.0);
         b.apply_fill(&Fill {

@@ -104,20 +104,54 @@ impl Gate {
     /// Decides an order at `now` (seconds, monotonic) and, on accept, commits its effects.
     pub fn check(&mut self, order: &Order, now: f64) -> Decision {
         match self.decide(order, now) {
-            Ok(accepted) => {
-                if !order.liquidation {
-                    self.throttle.take();
-                }
-                self.seen.insert(order.client_order_id.clone());
-                self.book.reserve(&order.client_order_id, accepted);
+            Ok((price, risk)) => {
+                self.commit(
+                    order.client_order_id.clone(),
+                    order.symbol.clone(),
+                    order,
+                    price,
+                    risk,
+                );
                 Decision::Accept
             }
             Err(reject) => Decision::Reject(reject),
         }
     }
 
-    /// The checks, in the order their rule is reported; returns what to reserve on accept.
-    fn decide(&mut self, order: &Order, now: f64) -> std::result::Result<Resting, Reject> {
+    /// `check` for an order the caller gives away: its strings move into the book instead of
+    /// being copied (batch checks allocate per order otherwise).
+    pub fn check_owned(&mut self, mut order: Order, now: f64) -> Decision {
+        match self.decide(&order, now) {
+            Ok((price, risk)) => {
+                let id = std::mem::take(&mut order.client_order_id);
+                let symbol = std::mem::take(&mut order.symbol);
+                self.commit(id, symbol, &order, price, risk);
+                Decision::Accept
+            }
+            Err(reject) => Decision::Reject(reject),
+        }
+    }
+
+    /// An accept's effects, all together: a throttle token, the id, the reserved exposure.
+    fn commit(&mut self, id: String, symbol: String, order: &Order, price: f64, risk: f64) {
+        if !order.liquidation {
+            self.throttle.take();
+        }
+        self.seen.insert(id.clone());
+        let resting = Resting {
+            symbol,
+            side: order.side,
+            remaining: order.qty,
+            price,
+            stop_loss: order.stop_loss,
+            risk,
+        };
+        self.book.reserve(id, resting);
+    }
+
+    /// The checks, in the order their rule is reported; on accept, the price the order's
+    /// exposure is reckoned at and the heat it reserves.
+    fn decide(&mut self, order: &Order, now: f64) -> std::result::Result<(f64, f64), Reject> {
         order::validate(order)?;
         if self.seen.contains(&order.client_order_id) {
             return Err(Reject::new(
@@ -142,7 +176,7 @@ impl Gate {
                 .or(order.stop_price)
                 .or(mark)
                 .unwrap_or(0.0);
-            return Ok(self.resting(order, price, 0.0));
+            return Ok((price, 0.0));
         }
         match self.control.state() {
             TradingState::Halted => {
@@ -200,7 +234,7 @@ impl Gate {
         let notional = order.qty * price;
         limits::check_order_notional(self.limits.max_order_notional, notional)?;
         if reduces {
-            return Ok(self.resting(order, price, 0.0));
+            return Ok((price, 0.0));
         }
         limits::check_daily_loss(self.limits.max_daily_loss, self.book.daily_pnl())?;
         limits::check_drawdown(self.limits.max_drawdown, self.book.drawdown())?;
@@ -222,25 +256,17 @@ impl Gate {
             risk,
             self.book.equity(),
         )?;
-        Ok(self.resting(order, price, risk))
-    }
-
-    fn resting(&self, order: &Order, price: f64, risk: f64) -> Resting {
-        Resting {
-            symbol: order.symbol.clone(),
-            side: order.side,
-            remaining: order.qty,
-            price,
-            stop_loss: order.stop_loss,
-            risk,
-        }
+        Ok((price, risk))
     }
 
     /// Checks many orders at one `now`, in order, each seeing the effects of those before it.
-    pub fn check_batch(&mut self, orders: &[Order], now: f64) -> Vec<Decision> {
+    pub fn check_batch(&mut self, orders: Vec<Order>, now: f64) -> Vec<Decision> {
         self.seen.reserve(orders.len());
         self.book.reserve_capacity(orders.len());
-        orders.iter().map(|o| self.check(o, now)).collect()
+        orders
+            .into_iter()
+            .map(|o| self.check_owned(o, now))
+            .collect()
     }
 
     /// Books a fill. Returns the rule whose breach engaged the kill switch, if this fill did.
@@ -283,7 +309,7 @@ impl Gate {
     /// without a throttle token or any check.
     pub fn restore_resting(&mut self, client_order_id: &str, resting: Resting) {
         self.seen.insert(client_order_id.to_owned());
-        self.book.reserve(client_order_id, resting);
+        self.book.reserve(client_order_id.to_owned(), resting);
     }
 
     /// Whether a client order id was accepted before (it can never be used again).

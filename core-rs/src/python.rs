@@ -253,7 +253,7 @@ impl Gate {
             .collect::<PyResult<Vec<_>>>()?;
         let now = self.now(now);
         let inner = &mut self.inner;
-        let decisions = py.detach(move || inner.check_batch(&orders, now));
+        let decisions = py.detach(move || inner.check_batch(orders, now));
         Ok(decisions.into_iter().map(to_py).collect())
     }
 
