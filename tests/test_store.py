@@ -25,7 +25,14 @@ from tradeengine.schemas import (
     RejectionRecord,
     TokenRecord,
 )
-from tradeengine.store import AccountSnapshot, Journal, Store, StoreError, store_for_url
+from tradeengine.store import (
+    AccountSnapshot,
+    Journal,
+    MemoryStore,
+    Store,
+    StoreError,
+    store_for_url,
+)
 from tradeengine.store.postgres import PostgresStore
 from tradeengine.store.schema import MIGRATIONS
 from tradeengine.store.sqlite import SqliteStore
@@ -348,3 +355,31 @@ def test_sqlite_url_forms_and_shared_cache(tmp_path: Path, monkeypatch: pytest.M
     )
     with pytest.raises(StoreError, match="synchronous"):
         store_for_url("sqlite:///x.db?synchronous=sometimes")
+
+
+def test_recent_orders_reads_newest_first_and_only_what_it_needs(database_url: str) -> None:
+    async def test(store: Store) -> None:
+        records: list[Any] = []
+        for n in range(1, 501):
+            symbol = "MSFT" if n % 10 == 0 else "AAPL"
+            status = "new" if n % 3 == 0 else "filled"
+            records.append(OrderRecord(order(n, symbol=symbol, status=status)))
+        await store.write(records)
+        newest = await store.recent_orders(5)
+        assert [o.id for o in newest] == [f"order-{n}" for n in (500, 499, 498, 497, 496)]
+        closed = await store.recent_orders(4, closed=True)
+        assert [o.id for o in closed] == [f"order-{n}" for n in (500, 499, 497, 496)]
+        msft = await store.recent_orders(30, symbols=frozenset({"MSFT"}))
+        assert [o.id for o in msft] == [f"order-{n}" for n in range(500, 200, -10)]
+        assert len(await store.recent_orders(1000)) == 500
+
+    run(database_url, test)
+
+
+def test_memory_store_recent_orders_agree() -> None:
+    async def main() -> None:
+        store = MemoryStore()
+        await store.write([OrderRecord(order(n, status="filled")) for n in range(1, 4)])
+        assert [o.id for o in await store.recent_orders(2)] == ["order-3", "order-2"]
+
+    asyncio.run(main())

@@ -109,6 +109,16 @@ async def burst(url: str, bodies: list[dict[str, Any]]) -> list[httpx.Response]:
     return await asyncio.gather(*(one(b) for b in bodies))
 
 
+def get(server: Server, path: str) -> httpx.Response:
+    """A GET as a client should make it: a 503 during an owner change is retried."""
+    for _ in range(50):
+        answer = httpx.get(f"{server.url}{path}", timeout=10)
+        if answer.status_code != 503:
+            return answer
+        time.sleep(float(answer.headers.get("retry-after", "1")) / 10)
+    return answer
+
+
 def journal(server: Server, sql: str) -> list[tuple[Any, ...]]:
     with sqlite3.connect(server.database) as db:
         return db.execute(sql).fetchall()
@@ -204,7 +214,7 @@ def test_killing_the_engine_owner_loses_nothing(server: Server) -> None:
     asyncio.run(load())
     assert len(acknowledged) == 150
     print(f"service resumed {resumed_after[0]:.2f} s after the owner was killed")
-    answer = httpx.get(f"{server.url}/api/trading/orders?status=all&limit=500")
+    answer = get(server, "/api/trading/orders?status=all&limit=500")
     assert answer.status_code == 200, answer.text
     listed = answer.json()
     by_client = collections.Counter(o["client_order_id"] for o in listed)
@@ -217,6 +227,6 @@ def test_killing_the_engine_owner_loses_nothing(server: Server) -> None:
         "GROUP BY order_id HAVING count(*) > 1",
     )
     assert sent == []
-    positions = httpx.get(f"{server.url}/api/trading/positions").json()
+    positions = get(server, "/api/trading/positions").json()
     fills = journal(server, "SELECT coalesce(sum(qty), 0) FROM fills WHERE symbol = 'AAPL'")
     assert positions[0]["qty"] == fills[0][0] == 150

@@ -215,11 +215,22 @@ class Cluster:
         try:
             while True:
                 request = _decode_request(await _read_frame(reader))
-                response = await self._run(request)
+                try:
+                    response = await self._run(request)
+                except Exception:
+                    log.exception("ERROR forwarded %s %s failed", request.method, request.path)
+                    body = msgspec.json.encode(
+                        {"error": {"code": "internal_error", "message": "internal error"}}
+                    )
+                    response = ForwardedResponse(
+                        500, [(b"content-type", b"application/json")], body
+                    )
                 _write_frame(writer, _encode(response))
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
+        except Exception:
+            log.exception("ERROR the engine socket's connection failed")
         finally:
             writer.close()
 
@@ -274,6 +285,10 @@ class Cluster:
         frame = _encode(request)
         while self._idle:
             reader, writer = self._idle.pop()
+            if reader.at_eof() or writer.is_closing():
+                # The owner at the other end has gone (the kernel closed its side).
+                writer.close()
+                continue
             try:
                 _write_frame(writer, frame)
                 await writer.drain()

@@ -893,15 +893,17 @@ class Engine:
         """Newest first, like Alpaca's list orders."""
         if status == "open":
             orders = list(self.open_orders.values())
+            if symbols:
+                orders = [o for o in orders if o.symbol in symbols]
         else:
-            by_id = {o.id: o for o in await self.store.orders()}
-            by_id.update(self.finished)
-            by_id.update(self.open_orders)
-            orders = list(by_id.values())
-            if status == "closed":
+            closed = status == "closed"
+            # The in-memory state of an order is never older than its journaled one.
+            orders = [
+                self.open_orders.get(o.id) or self.finished.get(o.id) or o
+                for o in await self.store.recent_orders(limit, closed, symbols)
+            ]
+            if closed:
                 orders = [o for o in orders if not o.is_open]
-        if symbols:
-            orders = [o for o in orders if o.symbol in symbols]
         orders.sort(key=lambda o: o.created_at, reverse=True)
         return orders[:limit]
 

@@ -77,6 +77,13 @@ class Store(Protocol):
         """The latest snapshot of every order, oldest first."""
         ...
 
+    async def recent_orders(
+        self, limit: int, closed: bool = False, symbols: frozenset[str] | None = None
+    ) -> list[Order]:
+        """The newest `limit` orders, newest first: closed ones only when `closed`, and only of
+        `symbols` when given. Reads no more of the journal than it needs."""
+        ...
+
     async def order_history(self, order_id: str) -> list[Order]:
         """Every journaled state of an order, oldest first (a scan: for operators, not for
         the order path)."""

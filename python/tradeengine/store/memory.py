@@ -67,6 +67,18 @@ class MemoryStore:
             elif isinstance(record, ConfigRecord):
                 self._config.append(record)
 
+    async def recent_orders(
+        self, limit: int, closed: bool = False, symbols: frozenset[str] | None = None
+    ) -> list[Order]:
+        found: list[Order] = []
+        for order in reversed(self._orders.values()):
+            if len(found) == limit:
+                break
+            if (closed and order.is_open) or (symbols and order.symbol not in symbols):
+                continue
+            found.append(order)
+        return found
+
     async def get_order(self, order_id: str) -> Order | None:
         return self._orders.get(order_id)
 

@@ -86,6 +86,10 @@ LATEST = "SELECT t.body FROM orders o JOIN order_transitions t ON t.seq = o.last
 SELECT_ORDER = LATEST + " WHERE o.id = ?"
 SELECT_ORDER_BY_CLIENT_ID = LATEST + " WHERE o.client_order_id = ?"
 SELECT_ORDERS = LATEST + " ORDER BY o.first_seq"
+SELECT_RECENT_ORDERS = LATEST + " ORDER BY o.first_seq DESC LIMIT ? OFFSET ?"
+SELECT_RECENT_CLOSED_ORDERS = (
+    LATEST + " WHERE o.is_open = 0 ORDER BY o.first_seq DESC LIMIT ? OFFSET ?"
+)
 SELECT_ORDERS_TO_RESTORE = (
     LATEST + " WHERE o.is_open = 1 OR o.stop_loss IS NOT NULL ORDER BY o.first_seq"
 )
@@ -267,6 +271,28 @@ class SqlStore:
 
     async def orders(self) -> list[Order]:
         return [_decode_order(body) for (body,) in await self._fetch_all(SELECT_ORDERS)]
+
+    async def recent_orders(
+        self, limit: int, closed: bool = False, symbols: frozenset[str] | None = None
+    ) -> list[Order]:
+        """The newest `limit` orders (closed ones only if asked, of `symbols` if given), read a
+        page at a time so that a long journal is never read whole."""
+        sql = SELECT_RECENT_CLOSED_ORDERS if closed else SELECT_RECENT_ORDERS
+        page = max(limit, 200)
+        found: list[Order] = []
+        offset = 0
+        while len(found) < limit:
+            rows = await self._fetch_all(sql, (page, offset))
+            for (body,) in rows:
+                order = _decode_order(body)
+                if not symbols or order.symbol in symbols:
+                    found.append(order)
+                    if len(found) == limit:
+                        break
+            if len(rows) < page:
+                break
+            offset += page
+        return found
 
     async def order_history(self, order_id: str) -> list[Order]:
         rows = await self._fetch_all(SELECT_ORDER_HISTORY, (order_id,))
