@@ -153,6 +153,17 @@ def test_a_broker_rejection_counts_in_orders_rejected(api: Api) -> None:
     assert rejected == {(("code", "broker_rejected"),): 1.0}
 
 
+def test_order_refusals_outside_the_risk_rules_count_by_code(api: Api) -> None:
+    client = api()
+    client.post("/api/market/prices", json={"AAPL": 200.0})
+    assert order(client, 1, client_order_id="same")["_status"] == 201
+    assert order(client, 2, client_order_id="same")["_status"] == 409
+    assert order(client, 0)["_status"] == 422
+    rejected = values(scrape(client)["orders_rejected"], "orders_rejected_total")
+    assert rejected[(("code", "client_order_id_conflict"),)] == 1.0
+    assert rejected[(("code", "invalid_order"),)] == 1.0
+
+
 def test_http_requests_are_labelled_by_route_template_method_and_status_class(
     api: Api,
 ) -> None:

@@ -25,6 +25,7 @@ from tradeengine.errors import EngineError
 log = logging.getLogger("tradeengine.api")
 
 _encoder = msgspec.json.Encoder()
+ORDERS_PATH = "/api/trading/orders"
 
 
 class Unauthorized(EngineError):
@@ -78,6 +79,14 @@ async def engine_error(request: Request, exc: Exception) -> Response:
     headers = retry_after_header(exc.retry_after) if exc.status == 429 else None
     if exc.status == 401:
         headers = {"WWW-Authenticate": 'Bearer realm="tradeengine"'}
+    refused = exc.rule is None or exc.code == "shutting_down"
+    if refused and request.method == "POST" and request.url.path == ORDERS_PATH:
+        # Risk blocks are counted by the metrics plugin; these refusals (409 conflicts, 503
+        # while shutting down or failing closed) are counted here, by their code.
+        engine = getattr(request.app.state, "engine", None)
+        metrics = engine.pm.get_plugin("metrics") if engine is not None else None
+        if metrics is not None:
+            metrics.count_refusal(exc.code)
     return error_response(exc.status, exc.code, exc.message, exc.rule, headers)
 
 

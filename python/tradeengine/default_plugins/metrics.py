@@ -121,6 +121,10 @@ class MetricsObserver:
         self._child(self.risk_blocks, rejection.rule).inc()
         self._child(self.rejected, OrderRejected.for_rule(rejection.rule, "").code).inc()
 
+    def count_refusal(self, code: str) -> None:
+        """An order refused outside the risk rules (a conflict, or failing closed)."""
+        self._child(self.rejected, code).inc()
+
     def observe_http(self, route: str, method: str, status: str, seconds: float) -> None:
         """One HTTP request answered (labels already bounded by the caller)."""
         key = (route, method, status)
