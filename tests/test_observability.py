@@ -358,18 +358,6 @@ def test_the_journal_knows_its_size(where: str, tmp_path: Path, request: Any) ->
 # ---- logs --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in root.handlers:
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(level)
-
-
 def log_lines(tmp_path: Path) -> list[str]:
     return (tmp_path / "logs" / "trading_platform.log").read_text().splitlines()
 

@@ -484,13 +484,20 @@ class Engine:
             _, evicted = self.finished.popitem(last=False)
             self._finished_by_client_id.pop(evicted.client_order_id, None)
 
+    def _keep(self, previous: Order, updated: Order) -> None:
+        """Puts an order's new state where it belongs: with the open orders, or, once it is
+        done, in the cache of finished ones (a late fill of a finished order stays there)."""
+        if updated.is_open:
+            self.open_orders[updated.id] = updated
+        elif previous.is_open:
+            self._finish(updated)
+        else:
+            self.finished[updated.id] = updated
+
     async def _update(self, order: Order, **changes: Any) -> Order:
         """Journals a new state of an order, then publishes it."""
         updated = msgspec.structs.replace(order, updated_at=utc_now(), **changes)
-        if updated.is_open:
-            self.open_orders[updated.id] = updated
-        else:
-            self._finish(updated)
+        self._keep(order, updated)
         try:
             await self.journal.append(OrderRecord(updated))
         except Exception as exc:
@@ -648,12 +655,7 @@ class Engine:
             filled_at=fill.at if done else order.filled_at,
             updated_at=fill.at,
         )
-        if updated.is_open:
-            self.open_orders[updated.id] = updated
-        elif order.is_open:
-            self._finish(updated)
-        else:
-            self.finished[updated.id] = updated
+        self._keep(order, updated)
         self.counters["filled"] += 1 if done else 0
         try:
             await self.journal.append(FillRecord(fill), OrderRecord(updated))
